@@ -1,0 +1,199 @@
+// Parsing of maildict.conf. Kept deliberately small: flat `name = value` lines, every name
+// known, every value checked, and every error naming file and line.
+#include "conf/config.hpp"
+
+#include <charconv>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+
+namespace maildict::conf {
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+// A '#' starts a comment at the start of the value or after whitespace, so values such as
+// "maildir:~/Mail#x" keep their '#'.
+std::string_view strip_comment(std::string_view line) {
+  for (std::size_t i = 0; i < line.size(); ++i) {
+    if (line[i] == '#' && (i == 0 || line[i - 1] == ' ' || line[i - 1] == '\t')) return line.substr(0, i);
+  }
+  return line;
+}
+
+struct BadValue {
+  std::string why;
+};
+
+std::uint64_t parse_uint(std::string_view v, std::uint64_t max) {
+  std::uint64_t n = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (v.empty() || ec != std::errc() || p != v.data() + v.size()) throw BadValue{"expected a whole number"};
+  if (n > max) throw BadValue{"must be at most " + std::to_string(max)};
+  return n;
+}
+
+// "250ms", "2s", "5min", "1h"; a bare number is seconds.
+std::chrono::milliseconds parse_duration(std::string_view v) {
+  std::size_t digits = 0;
+  while (digits < v.size() && v[digits] >= '0' && v[digits] <= '9') ++digits;
+  if (digits == 0) throw BadValue{"expected a duration such as 500ms, 2s, 5min or 1h"};
+  std::uint64_t n = parse_uint(v.substr(0, digits), 1'000'000'000);
+  std::string_view unit = trim(v.substr(digits));
+  std::uint64_t factor;
+  if (unit.empty() || unit == "s" || unit == "sec" || unit == "secs") factor = 1000;
+  else if (unit == "ms" || unit == "msec" || unit == "msecs") factor = 1;
+  else if (unit == "min" || unit == "mins" || unit == "m") factor = 60'000;
+  else if (unit == "h" || unit == "hour" || unit == "hours") factor = 3'600'000;
+  else throw BadValue{"unknown duration unit '" + std::string(unit) + "' (use ms, s, min or h)"};
+  return std::chrono::milliseconds(n * factor);
+}
+
+// "65536", "64k", "1M"
+std::size_t parse_size(std::string_view v) {
+  std::size_t digits = 0;
+  while (digits < v.size() && v[digits] >= '0' && v[digits] <= '9') ++digits;
+  if (digits == 0) throw BadValue{"expected a size such as 65536, 64k or 1M"};
+  std::uint64_t n = parse_uint(v.substr(0, digits), 1ull << 40);
+  std::string_view unit = trim(v.substr(digits));
+  if (unit.empty() || unit == "b" || unit == "B") return n;
+  if (unit == "k" || unit == "K") return n << 10;
+  if (unit == "M" || unit == "m") return n << 20;
+  throw BadValue{"unknown size unit '" + std::string(unit) + "' (use k or M)"};
+}
+
+mode_t parse_mode(std::string_view v) {
+  unsigned n = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n, 8);
+  if (v.empty() || ec != std::errc() || p != v.data() + v.size() || n > 0777)
+    throw BadValue{"expected an octal file mode such as 0660"};
+  return static_cast<mode_t>(n);
+}
+
+bool valid_log_level(std::string_view v) {
+  for (auto level : {"trace", "debug", "info", "warn", "error", "critical", "off"})
+    if (v == level) return true;
+  return false;
+}
+
+using Setter = std::function<void(Config&, std::string_view)>;
+
+const std::map<std::string, Setter, std::less<>>& setters() {
+  static const std::map<std::string, Setter, std::less<>> table = {
+      {"socket", [](Config& c, std::string_view v) {
+         if (v.empty() || v.front() != '/') throw BadValue{"must be an absolute path"};
+         if (v.size() >= 108) throw BadValue{"is too long for a UNIX socket path (107 bytes at most)"};
+         c.socket_path = v;
+       }},
+      {"socket_mode", [](Config& c, std::string_view v) { c.socket_mode = parse_mode(v); }},
+      {"socket_owner", [](Config& c, std::string_view v) { c.socket_owner = v; }},
+      {"socket_group", [](Config& c, std::string_view v) { c.socket_group = v; }},
+      {"user", [](Config& c, std::string_view v) { c.run_as_user = v; }},
+      {"database", [](Config& c, std::string_view v) {
+         if (!v.starts_with("sqlite:") || v.size() <= 7 || v[7] != '/')
+           throw BadValue{"expected sqlite:/absolute/path (the only backend so far)"};
+         c.database = v;
+       }},
+      {"db_connections", [](Config& c, std::string_view v) {
+         c.db_connections = static_cast<unsigned>(parse_uint(v, 256));
+         if (c.db_connections == 0) throw BadValue{"must be at least 1"};
+       }},
+      {"max_queued_requests", [](Config& c, std::string_view v) { c.max_queued_requests = parse_uint(v, 10'000'000); }},
+      {"io_threads", [](Config& c, std::string_view v) { c.io_threads = static_cast<unsigned>(parse_uint(v, 256)); }},
+      {"request_timeout", [](Config& c, std::string_view v) {
+         c.request_timeout = parse_duration(v);
+         if (c.request_timeout.count() == 0) throw BadValue{"must be longer than 0"};
+       }},
+      {"idle_timeout", [](Config& c, std::string_view v) {
+         c.idle_timeout = parse_duration(v);
+         if (c.idle_timeout.count() == 0) throw BadValue{"must be longer than 0"};
+       }},
+      {"max_line_length", [](Config& c, std::string_view v) {
+         c.max_line_length = parse_size(v);
+         if (c.max_line_length < 1024) throw BadValue{"must be at least 1k"};
+       }},
+      {"max_pending", [](Config& c, std::string_view v) {
+         c.max_pending = static_cast<unsigned>(parse_uint(v, 1'000'000));
+         if (c.max_pending == 0) throw BadValue{"must be at least 1"};
+       }},
+      {"max_connections", [](Config& c, std::string_view v) {
+         c.max_connections = static_cast<unsigned>(parse_uint(v, 1'000'000));
+         if (c.max_connections == 0) throw BadValue{"must be at least 1"};
+       }},
+      {"cache_entries", [](Config& c, std::string_view v) { c.cache_entries = parse_uint(v, 100'000'000); }},
+      {"cache_ttl", [](Config& c, std::string_view v) { c.cache_ttl = parse_duration(v); }},
+      {"default_uid", [](Config& c, std::string_view v) {
+         if (v.empty()) throw BadValue{"must not be empty"};
+         c.defaults.uid = v;
+       }},
+      {"default_gid", [](Config& c, std::string_view v) {
+         if (v.empty()) throw BadValue{"must not be empty"};
+         c.defaults.gid = v;
+       }},
+      {"default_home", [](Config& c, std::string_view v) {
+         if (v.empty() || v.front() != '/') throw BadValue{"must be an absolute path template"};
+         c.defaults.home = v;
+       }},
+      {"default_mail", [](Config& c, std::string_view v) { c.defaults.mail = v; }},
+      {"log_level", [](Config& c, std::string_view v) {
+         if (!valid_log_level(v)) throw BadValue{"expected trace, debug, info, warn, error, critical or off"};
+         c.log_level = v;
+       }},
+  };
+  return table;
+}
+
+}  // namespace
+
+Config parse_config(const std::string& text, const std::string& name) {
+  Config config;
+  config.source = name;
+  std::map<std::string, int, std::less<>> seen_at;
+  std::istringstream in(text);
+  std::string raw;
+  int line_no = 0;
+  while (std::getline(in, raw)) {
+    ++line_no;
+    auto where = [&] { return name + ":" + std::to_string(line_no) + ": "; };
+    std::string_view line = trim(strip_comment(raw));
+    if (line.empty()) continue;
+    auto eq = line.find('=');
+    if (eq == std::string_view::npos)
+      throw ConfigError(where() + "expected 'name = value'");
+    std::string_view key = trim(line.substr(0, eq));
+    std::string_view value = trim(line.substr(eq + 1));
+    auto it = setters().find(key);
+    if (it == setters().end())
+      throw ConfigError(where() + "unknown setting '" + std::string(key) + "'");
+    if (auto prev = seen_at.find(key); prev != seen_at.end())
+      throw ConfigError(where() + "'" + std::string(key) + "' is already set on line " + std::to_string(prev->second));
+    seen_at.emplace(std::string(key), line_no);
+    try {
+      it->second(config, value);
+    } catch (const BadValue& bad) {
+      throw ConfigError(where() + std::string(key) + ": " + bad.why);
+    }
+  }
+  return config;
+}
+
+Config load_config(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(path + ": cannot read the configuration file");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse_config(text.str(), path);
+}
+
+std::string sqlite_path_of(const Config& config) {
+  if (!config.database.starts_with("sqlite:"))
+    throw ConfigError(config.source + ": database: expected sqlite:/absolute/path");
+  return config.database.substr(7);
+}
+
+}  // namespace maildict::conf

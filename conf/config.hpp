@@ -1,0 +1,56 @@
+// maildictd's configuration: one file of `name = value` lines (conf/maildict.conf documents
+// every setting). Errors name the file and line.
+#pragma once
+#include <chrono>
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+#include <sys/types.h>
+
+#include "storage/directory.hpp"
+
+namespace maildict::conf {
+
+struct Config {
+  // listener
+  std::string socket_path = "/run/maildict/dict.sock";
+  mode_t socket_mode = 0660;
+  std::string socket_owner;            // empty: the daemon's own user
+  std::string socket_group = "dovecot";
+  std::string run_as_user;             // `user`: drop privileges to it after binding; empty: stay
+  // database
+  std::string database = "sqlite:/var/lib/maildict/directory.db";
+  unsigned db_connections = 4;
+  std::size_t max_queued_requests = 10000;
+  // threads and limits
+  unsigned io_threads = 0;             // 0: one per CPU core
+  std::chrono::milliseconds request_timeout{2000};
+  std::chrono::milliseconds idle_timeout{300000};
+  std::size_t max_line_length = 65536;
+  unsigned max_pending = 1000;
+  unsigned max_connections = 4096;
+  // cache
+  std::size_t cache_entries = 100000;
+  std::chrono::milliseconds cache_ttl{60000};
+  // directory defaults
+  storage::UserDefaults defaults;
+  // logging: trace, debug, info, warn, error, critical, off
+  std::string log_level = "info";
+
+  std::string source;  // the file this was read from
+};
+
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;  // message already says "file:line: ..."
+};
+
+// Reads and validates a configuration file. Throws ConfigError.
+Config load_config(const std::string& path);
+// Parses configuration text; `name` is used in error messages.
+Config parse_config(const std::string& text, const std::string& name);
+
+// "sqlite:/path" -> "/path"; throws ConfigError for any other scheme.
+std::string sqlite_path_of(const Config& config);
+
+}  // namespace maildict::conf

@@ -1,0 +1,103 @@
+#include "server/lookup_service.hpp"
+
+namespace maildict::server {
+
+std::string printable_excerpt(std::string_view text, std::size_t max) {
+  std::string out;
+  out.reserve(std::min(text.size(), max) + 3);
+  for (std::size_t i = 0; i < text.size() && i < max; ++i) {
+    unsigned char c = static_cast<unsigned char>(text[i]);
+    out.push_back(c >= 0x20 && c < 0x7f ? static_cast<char>(c) : '?');
+  }
+  if (text.size() > max) out += "...";
+  return out;
+}
+
+LookupService::LookupService(storage::DirectoryBackend& backend, storage::Pool& pool,
+                             std::size_t cache_entries, std::chrono::milliseconds cache_ttl,
+                             std::chrono::milliseconds request_timeout)
+    : backend_(backend), pool_(pool), cache_(cache_entries, cache_ttl), request_timeout_(request_timeout) {}
+
+std::optional<LookupAnswer> LookupService::lookup(std::string_view key,
+                                                  std::function<void(LookupAnswer)> done) {
+  auto question = dict::classify_lookup_key(key);
+  if (std::holds_alternative<dict::UnmappedKey>(question))
+    return LookupAnswer::failed("maildict: unmapped key: " + printable_excerpt(key));
+  if (std::holds_alternative<dict::SmtpdQuestion>(question))
+    return LookupAnswer::failed("maildict: smtpd keys are not served by this version");
+
+  // The version is read before the query: if the data changes while the query runs, the entry
+  // carries the older version and the next lookup misses, which is the safe direction.
+  std::optional<std::uint64_t> version;
+  if (cache_.enabled()) {
+    version = backend_.data_version();
+    if (version) {
+      if (auto hit = cache_.get(key, *version)) return hit;
+    }
+  }
+
+  auto job = [this, question = std::move(question), key = std::string(key), version,
+              done = std::move(done)](storage::DirectoryConnection* conn, const std::string& why) mutable {
+    if (!conn) {
+      done(LookupAnswer::failed("maildict: " + why));
+      return;
+    }
+    auto answer = answer_question(*conn, question, key, deadline());
+    if (version && answer.kind != LookupAnswer::Kind::failed) cache_.put(key, *version, answer);
+    done(std::move(answer));
+  };
+  if (!pool_.submit(deadline(), std::move(job)))
+    return LookupAnswer::failed("maildict: overloaded, too many requests waiting for the database");
+  return std::nullopt;
+}
+
+void LookupService::iterate(const dict::Iterate& request, std::function<void(IterateAnswer)> done) {
+  auto fail = [&](std::string why) {
+    IterateAnswer a;
+    a.failed = true;
+    a.error = std::move(why);
+    done(std::move(a));
+  };
+  if (request.flags & dict::iterate_exact_key) {
+    // EXACT_KEY asks for all values of one key: the lookup answer as a single row.
+    std::string key = request.path;
+    auto to_rows = [key, no_value = (request.flags & dict::iterate_no_value) != 0](LookupAnswer a) {
+      IterateAnswer out;
+      if (a.kind == LookupAnswer::Kind::failed) {
+        out.failed = true;
+        out.error = std::move(a.text);
+      } else if (a.kind == LookupAnswer::Kind::found) {
+        out.rows.emplace_back(key, no_value ? std::string() : std::move(a.text));
+      }
+      return out;
+    };
+    auto shared_done = std::make_shared<std::function<void(IterateAnswer)>>(std::move(done));
+    if (auto now = lookup(key, [shared_done, to_rows](LookupAnswer a) { (*shared_done)(to_rows(std::move(a))); }))
+      (*shared_done)(to_rows(std::move(*now)));
+    return;
+  }
+  if (dict::classify_iterate_path(request.path) != dict::IteratePath::userdb)
+    return fail("maildict: unmapped iteration path: " + printable_excerpt(request.path));
+
+  bool with_values = (request.flags & dict::iterate_no_value) == 0;
+  auto max_rows = request.max_rows;
+  auto shared_done = std::make_shared<std::function<void(IterateAnswer)>>(std::move(done));
+  auto job = [this, with_values, max_rows, shared_done](storage::DirectoryConnection* conn, const std::string& why) {
+    if (!conn) {
+      IterateAnswer a;
+      a.failed = true;
+      a.error = "maildict: " + why;
+      (*shared_done)(std::move(a));
+      return;
+    }
+    (*shared_done)(answer_user_iteration(*conn, with_values, max_rows, deadline()));
+  };
+  if (!pool_.submit(deadline(), std::move(job))) {
+    IterateAnswer a;
+    a.failed = true;
+    a.error = "maildict: overloaded, too many requests waiting for the database";
+    (*shared_done)(std::move(a));
+  }
+}
+
+}  // namespace maildict::server

@@ -1,0 +1,46 @@
+// One lookup from key to answer: classify the key, serve it from the cache when the database
+// has not changed, otherwise run it on the pool (DESIGN.md §5). No sockets here: the caller
+// gets the answer either at once or through a callback on a pool thread.
+#pragma once
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "protocol/dict_codec.hpp"
+#include "server/directory_answers.hpp"
+#include "storage/cache.hpp"
+#include "storage/pool.hpp"
+
+namespace maildict::server {
+
+struct LookupStats {
+  std::uint64_t cache_hits = 0;
+  std::uint64_t queued = 0;
+};
+
+class LookupService {
+ public:
+  LookupService(storage::DirectoryBackend& backend, storage::Pool& pool, std::size_t cache_entries,
+                std::chrono::milliseconds cache_ttl, std::chrono::milliseconds request_timeout);
+
+  // Returns the answer when it needs no database (cache hit, unmapped key, overload);
+  // otherwise returns nullopt and calls `done` later, on a pool thread, exactly once.
+  std::optional<LookupAnswer> lookup(std::string_view key, std::function<void(LookupAnswer)> done);
+
+  // Answers an iteration; `done` is called exactly once (maybe at once, on the caller's thread).
+  void iterate(const dict::Iterate& request, std::function<void(IterateAnswer)> done);
+
+ private:
+  storage::Deadline deadline() const { return storage::Clock::now() + request_timeout_; }
+
+  storage::DirectoryBackend& backend_;
+  storage::Pool& pool_;
+  storage::AnswerCache<LookupAnswer> cache_;
+  std::chrono::milliseconds request_timeout_;
+};
+
+// A short, printable excerpt of untrusted text for error messages and logs.
+std::string printable_excerpt(std::string_view text, std::size_t max = 128);
+
+}  // namespace maildict::server

@@ -1,0 +1,133 @@
+// maildictd: the directory daemon. Reads its configuration, binds the dict socket, drops
+// privileges, opens the directory and serves until SIGTERM.
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "conf/config.hpp"
+#include "server/dict_server.hpp"
+#include "server/lookup_service.hpp"
+#include "storage/pool.hpp"
+#include "storage/sqlite_directory.hpp"
+
+namespace {
+
+constexpr const char* default_config = "/etc/maildict/maildict.conf";
+
+void usage(std::FILE* to) {
+  std::fprintf(to,
+R"(Usage: maildictd [-c FILE] [--check-config] [--version] [--help]
+
+maildictd owns a mail server's user directory and answers Dovecot's passdb and
+userdb lookups (and OpenSMTPD's, through table-maildict) over Dovecot's dict
+protocol on a UNIX socket. It runs in the foreground and logs to stderr.
+
+Options:
+  -c, --config FILE   configuration file (default %s)
+      --check-config  read and check the configuration, print a summary, exit
+                      0 if it is valid and 1 (with the file and line) if not
+  -V, --version       print the version and exit
+  -h, --help          print this help and exit
+
+Signals: SIGTERM or SIGINT stop the daemon cleanly.
+Example: printf 'H3\t2\t0\t\tmaildict\nLshared/passdb/john@example.org\t\n' |
+           socat -t1 - UNIX-CONNECT:/run/maildict/dict.sock
+)",
+               default_config);
+}
+
+void drop_privileges(const std::string& user) {
+  struct passwd* pw = ::getpwnam(user.c_str());
+  if (!pw) throw std::runtime_error("user: no such user '" + user + "'");
+  if (::getuid() == pw->pw_uid) return;
+  if (::initgroups(pw->pw_name, pw->pw_gid) != 0 || ::setgid(pw->pw_gid) != 0 || ::setuid(pw->pw_uid) != 0)
+    throw std::runtime_error("cannot switch to user '" + user + "': " + std::strerror(errno) +
+                             " (start maildictd as root, or leave 'user' empty)");
+}
+
+void print_summary(const maildict::conf::Config& c) {
+  std::printf("%s: configuration is valid\n", c.source.c_str());
+  std::printf("  socket      %s (mode %04o, group %s)\n", c.socket_path.c_str(), static_cast<unsigned>(c.socket_mode),
+              c.socket_group.empty() ? "-" : c.socket_group.c_str());
+  std::printf("  database    %s (%u connections)\n", c.database.c_str(), c.db_connections);
+  std::printf("  timeouts    request %lld ms, idle %lld ms\n", static_cast<long long>(c.request_timeout.count()),
+              static_cast<long long>(c.idle_timeout.count()));
+  std::printf("  cache       %zu entries, ttl %lld ms\n", c.cache_entries, static_cast<long long>(c.cache_ttl.count()));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path = default_config;
+  bool check_only = false;
+  static const option options[] = {
+      {"config", required_argument, nullptr, 'c'}, {"check-config", no_argument, nullptr, 'k'},
+      {"version", no_argument, nullptr, 'V'},      {"help", no_argument, nullptr, 'h'},
+      {nullptr, 0, nullptr, 0}};
+  for (int opt; (opt = getopt_long(argc, argv, "c:Vh", options, nullptr)) != -1;) {
+    switch (opt) {
+      case 'c': config_path = optarg; break;
+      case 'k': check_only = true; break;
+      case 'V': std::printf("maildictd %s\n", MAILDICT_VERSION); return 0;
+      case 'h': usage(stdout); return 0;
+      default: usage(stderr); return 2;
+    }
+  }
+  if (optind < argc) {
+    std::fprintf(stderr, "maildictd: unexpected argument '%s'\n", argv[optind]);
+    usage(stderr);
+    return 2;
+  }
+
+  maildict::conf::Config config;
+  try {
+    config = maildict::conf::load_config(config_path);
+  } catch (const maildict::conf::ConfigError& e) {
+    std::fprintf(stderr, "maildictd: %s\n", e.what());
+    return 1;
+  }
+  if (check_only) {
+    print_summary(config);
+    return 0;
+  }
+
+  auto logger = spdlog::stderr_logger_mt("maildictd");
+  logger->set_pattern("%Y-%m-%d %H:%M:%S.%e %l %v");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(config.log_level));
+  ::signal(SIGPIPE, SIG_IGN);
+
+  try {
+    maildict::server::DictServer server(config);
+    server.bind();
+    if (!config.run_as_user.empty()) drop_privileges(config.run_as_user);
+
+    maildict::storage::SqliteBackend backend(maildict::conf::sqlite_path_of(config), config.defaults);
+    try {
+      backend.prepare_schema();
+    } catch (const std::exception& e) {
+      // Serving temporary failures beats refusing to start: mail is deferred, not bounced,
+      // and the daemon recovers by itself once the database is back.
+      spdlog::error("the directory is not available yet: {}; lookups fail temporarily until it is", e.what());
+    }
+    maildict::storage::Pool pool(backend, config.db_connections, config.max_queued_requests);
+    maildict::server::LookupService service(backend, pool, config.cache_entries, config.cache_ttl,
+                                            config.request_timeout);
+    spdlog::info("maildictd {} starting: directory {}", MAILDICT_VERSION, backend.describe());
+    server.run(service);
+    pool.stop();
+    spdlog::info("stopped");
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    return 1;
+  }
+  return 0;
+}

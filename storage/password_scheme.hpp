@@ -1,0 +1,18 @@
+// Password hashes as Dovecot must see them: always with a {SCHEME} prefix (specs/dovecot.md
+// §2.5), so Dovecot's default_pass_scheme never matters. Pure.
+#pragma once
+#include <string>
+#include <string_view>
+
+namespace maildict::storage {
+
+// Returns the hash with a {SCHEME} prefix. A stored value that already has one ("{...}...")
+// is returned unchanged. Otherwise: $2a$/$2b$/$2y$ -> BLF-CRYPT, $6$ -> SHA512-CRYPT,
+// $5$ -> SHA256-CRYPT, $argon2id$ -> ARGON2ID, $argon2i$ -> ARGON2I, any other value -> CRYPT.
+std::string with_scheme_prefix(std::string_view stored_hash);
+
+// Hashes a password with libcrypt. scheme: "bcrypt" ($2b$, cost 10) or "sha512-crypt" ($6$).
+// Throws std::runtime_error if libcrypt refuses.
+std::string hash_password(std::string_view password, std::string_view scheme);
+
+}  // namespace maildict::storage

@@ -1,0 +1,493 @@
+#include "storage/sqlite_directory.hpp"
+
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+#include "storage/login_name.hpp"
+#include "storage/password_scheme.hpp"
+
+namespace maildict::storage {
+
+namespace {
+
+constexpr int kSchemaVersion = 1;
+
+// Opening and preparing happen outside any request's deadline; a lock held by a writer for
+// longer than this makes the pool report the open as failed and retry a little later.
+constexpr int kOpenBusyMs = 100;
+constexpr int kPrepareSchemaBusyMs = 5000;
+constexpr int kProgressSteps = 1000;
+
+const char kSchemaSql[] = R"SQL(
+CREATE TABLE domains (
+  domain    TEXT PRIMARY KEY NOT NULL,
+  active    INTEGER NOT NULL DEFAULT 1,
+  alias_for TEXT NULL
+);
+CREATE TABLE users (
+  local_part  TEXT NOT NULL,
+  domain      TEXT NOT NULL,
+  password    TEXT NULL,
+  uid         INTEGER NULL,
+  gid         INTEGER NULL,
+  home        TEXT NULL,
+  mail        TEXT NULL,
+  quota_bytes INTEGER NULL,
+  active      INTEGER NOT NULL DEFAULT 1,
+  PRIMARY KEY (local_part, domain)
+);
+-- Iteration walks users in (domain, local_part) order; this index makes that a plain scan.
+CREATE INDEX users_by_domain ON users (domain, local_part);
+CREATE TABLE aliases (
+  local_part  TEXT NOT NULL,  -- '' is the domain's catch-all
+  domain      TEXT NOT NULL,
+  destination TEXT NOT NULL,
+  active      INTEGER NOT NULL DEFAULT 1,
+  PRIMARY KEY (domain, local_part, destination)
+);
+CREATE TABLE sender_logins (
+  login   TEXT NOT NULL,
+  address TEXT NOT NULL,
+  PRIMARY KEY (login, address)
+);
+-- Credentials smtpd uses towards relays (a later capability).
+CREATE TABLE relay_credentials (
+  label    TEXT PRIMARY KEY NOT NULL,
+  username TEXT NOT NULL,
+  password TEXT NOT NULL
+);
+PRAGMA user_version = 1;
+)SQL";
+
+// "active = 1" rather than "<> 0": a value nobody meant as "enabled" (2, 'no', '') must not
+// let a disabled account log in.
+const char kPassdbSql[] =
+    "SELECT u.password FROM users u JOIN domains d ON d.domain = u.domain "
+    "WHERE u.local_part = ?1 AND u.domain = ?2 AND u.active = 1 AND d.active = 1";
+const char kUserdbSql[] =
+    "SELECT u.uid, u.gid, u.home, u.mail, u.quota_bytes FROM users u "
+    "JOIN domains d ON d.domain = u.domain "
+    "WHERE u.local_part = ?1 AND u.domain = ?2 AND u.active = 1 AND d.active = 1";
+const char kUsersSql[] =
+    "SELECT u.local_part, u.domain, u.uid, u.gid, u.home, u.mail, u.quota_bytes FROM users u "
+    "JOIN domains d ON d.domain = u.domain "
+    "WHERE u.active = 1 AND d.active = 1 ORDER BY u.domain, u.local_part";
+
+struct DbCloser {
+  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+};
+struct StmtFinalizer {
+  void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
+};
+using DbPtr = std::unique_ptr<sqlite3, DbCloser>;
+using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
+
+// Ends the statement's read transaction as soon as the answer is read: a statement left
+// stepping would pin an old snapshot (stale answers) and stop WAL checkpoints.
+class ResetOnExit {
+ public:
+  explicit ResetOnExit(sqlite3_stmt* s) : s_(s) {}
+  ~ResetOnExit() { sqlite3_reset(s_); }
+  ResetOnExit(const ResetOnExit&) = delete;
+  ResetOnExit& operator=(const ResetOnExit&) = delete;
+
+ private:
+  sqlite3_stmt* s_;
+};
+
+struct FileId {
+  std::uint64_t dev = 0;
+  std::uint64_t ino = 0;
+  bool operator==(const FileId&) const = default;
+};
+
+// nullopt with errno set when the path cannot be stat'ed.
+std::optional<FileId> file_id(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  return FileId{static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
+}
+
+std::string missing_file_reason(int err) {
+  if (err == ENOENT) return "database file missing";
+  return std::string("cannot access database file: ") + std::strerror(err);
+}
+
+[[noreturn]] void fail_open(const std::string& path, const std::string& why) {
+  throw std::runtime_error("sqlite:" + path + ": " + why);
+}
+
+DbPtr open_db(const std::string& path, int flags) {
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+  DbPtr db(raw);
+  if (rc != SQLITE_OK) {
+    // Without SQLITE_OPEN_CREATE a missing file is CANTOPEN; say so plainly.
+    if ((rc & 0xff) == SQLITE_CANTOPEN && !(flags & SQLITE_OPEN_CREATE)) {
+      int err = 0;
+      if (!file_id(path)) err = errno;
+      if (err != 0) fail_open(path, missing_file_reason(err));
+    }
+    fail_open(path, std::string("cannot open: ") + (db ? sqlite3_errmsg(db.get()) : sqlite3_errstr(rc)));
+  }
+  sqlite3_extended_result_codes(db.get(), 1);
+  return db;
+}
+
+void exec(sqlite3* db, const char* sql, const std::string& path, const char* what) {
+  int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) fail_open(path, std::string(what) + ": " + sqlite3_errmsg(db));
+}
+
+// Runs a statement that yields one integer (PRAGMAs, counts). Throws on error.
+std::int64_t query_int(sqlite3* db, const char* sql, const std::string& path) {
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db, sql, -1, &raw, nullptr) != SQLITE_OK)
+    fail_open(path, std::string("cannot read the database: ") + sqlite3_errmsg(db));
+  StmtPtr stmt(raw);
+  int rc = sqlite3_step(stmt.get());
+  if (rc != SQLITE_ROW) fail_open(path, std::string("cannot read the database: ") + sqlite3_errmsg(db));
+  return sqlite3_column_int64(stmt.get(), 0);
+}
+
+void check_schema_version(sqlite3* db, const std::string& path) {
+  auto version = query_int(db, "PRAGMA user_version", path);
+  if (version > kSchemaVersion)
+    fail_open(path, "schema version " + std::to_string(version) +
+                        " is newer than this maildict understands (" + std::to_string(kSchemaVersion) + ")");
+}
+
+std::int64_t count_user_tables(sqlite3* db, const std::string& path) {
+  return query_int(db,
+                   "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                   "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+                   path);
+}
+
+StmtPtr prepare(sqlite3* db, const char* sql, const std::string& path) {
+  sqlite3_stmt* raw = nullptr;
+  // The message names a table or column of our own SQL, never a value: safe to pass on.
+  if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &raw, nullptr) != SQLITE_OK)
+    fail_open(path, std::string("schema not usable: ") + sqlite3_errmsg(db));
+  return StmtPtr(raw);
+}
+
+// Errors after which this handle cannot be trusted: the file is gone, moved, damaged, or the
+// schema changed under us. A fresh handle may fix it (the file was restored or recreated).
+bool needs_reopen(int rc) {
+  switch (rc & 0xff) {
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_SCHEMA:
+    case SQLITE_ERROR:
+    case SQLITE_MISUSE:
+      return true;
+    default:
+      return rc == SQLITE_READONLY_DBMOVED;
+  }
+}
+
+std::string column_text(sqlite3_stmt* s, int col) {
+  auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, col));
+  if (p == nullptr) return {};
+  return std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(s, col)));
+}
+
+bool column_null(sqlite3_stmt* s, int col) { return sqlite3_column_type(s, col) == SQLITE_NULL; }
+
+// Reads uid, gid, home, mail, quota_bytes starting at column `first`.
+UserdbEntry userdb_from_row(sqlite3_stmt* s, int first, const MailboxName& name, const UserDefaults& defaults) {
+  UserdbEntry e;
+  e.user = name.canonical();
+  e.uid = column_null(s, first) ? defaults.uid : column_text(s, first);
+  e.gid = column_null(s, first + 1) ? defaults.gid : column_text(s, first + 1);
+  e.home = column_null(s, first + 2) ? expand_template(defaults.home, name) : column_text(s, first + 2);
+  e.mail = column_null(s, first + 3) ? expand_template(defaults.mail, name) : column_text(s, first + 3);
+  // NULL: no per-user rule, Dovecot's configured quota_rule applies. 0 is emitted too: Dovecot
+  // reads a zero limit as "unlimited", so an operator can lift the global limit for one user.
+  // Anything that is not a non-negative integer would make Dovecot fail the whole lookup, so
+  // it is left out instead.
+  if (sqlite3_column_type(s, first + 4) == SQLITE_INTEGER) {
+    auto bytes = sqlite3_column_int64(s, first + 4);
+    if (bytes >= 0) e.quota_rule = "*:storage=" + std::to_string(bytes) + "B";
+  }
+  return e;
+}
+
+class SqliteConnection final : public DirectoryConnection {
+ public:
+  SqliteConnection(const std::string& path, const UserDefaults& defaults) : path_(path), defaults_(defaults) {
+    open();
+  }
+
+  Result<PassdbEntry> passdb(std::string_view login, Deadline deadline) override {
+    auto name = split_login(login);
+    if (!name) return Result<PassdbEntry>::not_found();
+    std::string why;
+    if (!begin(deadline, why)) return Result<PassdbEntry>::temp_fail(std::move(why));
+
+    sqlite3_stmt* s = passdb_.get();
+    ResetOnExit reset(s);
+    bind_name(s, *name);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) return Result<PassdbEntry>::not_found();
+    if (rc != SQLITE_ROW) return Result<PassdbEntry>::temp_fail(failure(rc));
+
+    PassdbEntry e;
+    e.user = name->canonical();
+    // An empty string cannot verify any password either; treat it like NULL rather than
+    // handing Dovecot a bare "{CRYPT}".
+    if (!column_null(s, 0)) {
+      std::string stored = column_text(s, 0);
+      if (!stored.empty()) e.password = with_scheme_prefix(stored);
+    }
+    return Result<PassdbEntry>::found(std::move(e));
+  }
+
+  Result<UserdbEntry> userdb(std::string_view login, Deadline deadline) override {
+    auto name = split_login(login);
+    if (!name) return Result<UserdbEntry>::not_found();
+    std::string why;
+    if (!begin(deadline, why)) return Result<UserdbEntry>::temp_fail(std::move(why));
+
+    sqlite3_stmt* s = userdb_.get();
+    ResetOnExit reset(s);
+    bind_name(s, *name);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) return Result<UserdbEntry>::not_found();
+    if (rc != SQLITE_ROW) return Result<UserdbEntry>::temp_fail(failure(rc));
+    return Result<UserdbEntry>::found(userdb_from_row(s, 0, *name, defaults_));
+  }
+
+  Result<std::vector<UserdbEntry>> users(Deadline deadline) override {
+    using R = Result<std::vector<UserdbEntry>>;
+    std::string why;
+    if (!begin(deadline, why)) return R::temp_fail(std::move(why));
+
+    sqlite3_stmt* s = users_.get();
+    ResetOnExit reset(s);
+    std::vector<UserdbEntry> out;
+    MailboxName name;
+    for (;;) {
+      int rc = sqlite3_step(s);
+      if (rc == SQLITE_DONE) break;
+      if (rc != SQLITE_ROW) return R::temp_fail(failure(rc));
+      // The progress handler only sees time spent inside SQLite; building entries for a big
+      // directory happens out here.
+      if ((out.size() & 1023) == 1023 && Clock::now() >= deadline_)
+        return R::temp_fail("deadline passed during the query");
+      name.local_part = column_text(s, 0);
+      name.domain = column_text(s, 1);
+      out.push_back(userdb_from_row(s, 2, name, defaults_));
+    }
+    return R::found(std::move(out));
+  }
+
+  bool healthy() const override { return healthy_; }
+
+ private:
+  void open() {
+    auto id = file_id(path_);
+    if (!id) fail_open(path_, missing_file_reason(errno));
+    // Read-write without CREATE: WAL readers may need to create the -shm file, and a missing
+    // database must stay an error instead of becoming an empty directory that rejects everyone.
+    // SQLite falls back to read-only by itself when the file is write-protected.
+    DbPtr db = open_db(path_, SQLITE_OPEN_READWRITE);
+    sqlite3_busy_timeout(db.get(), kOpenBusyMs);
+    // These connections only answer questions; make any accidental write fail loudly.
+    exec(db.get(), "PRAGMA query_only = 1", path_, "cannot configure the connection");
+    check_schema_version(db.get(), path_);
+    StmtPtr passdb = prepare(db.get(), kPassdbSql, path_);
+    StmtPtr userdb = prepare(db.get(), kUserdbSql, path_);
+    StmtPtr users = prepare(db.get(), kUsersSql, path_);
+    sqlite3_progress_handler(db.get(), kProgressSteps, &SqliteConnection::on_progress, this);
+
+    // Statements before the handle that owns them.
+    passdb_ = std::move(passdb);
+    userdb_ = std::move(userdb);
+    users_ = std::move(users);
+    db_ = std::move(db);
+    file_ = *id;
+    healthy_ = true;
+  }
+
+  void close() {
+    passdb_.reset();
+    userdb_.reset();
+    users_.reset();
+    db_.reset();
+  }
+
+  static int on_progress(void* self) {
+    return Clock::now() >= static_cast<SqliteConnection*>(self)->deadline_ ? 1 : 0;
+  }
+
+  // Arms the deadline for one query and makes sure the handle still reads the file that is
+  // at `path_` now. False with `why` set when the query must not run.
+  bool begin(Deadline deadline, std::string& why) {
+    if (!healthy_ || !db_) {
+      why = "database connection is broken";
+      return false;
+    }
+    // A file replaced under the same name (restore, rename over) would otherwise be served
+    // from the old, unlinked inode for as long as this handle lives.
+    auto id = file_id(path_);
+    if (!id) {
+      healthy_ = false;
+      why = missing_file_reason(errno);
+      return false;
+    }
+    if (!(*id == file_)) {
+      close();
+      try {
+        open();
+      } catch (const std::exception& e) {
+        healthy_ = false;
+        why = std::string("cannot reopen database: ") + e.what();
+        return false;
+      }
+    }
+
+    auto now = Clock::now();
+    if (now >= deadline) {
+      why = "deadline passed before the query";
+      return false;
+    }
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
+    sqlite3_busy_timeout(db_.get(), left < 1 ? 1 : (left > INT32_MAX ? INT32_MAX : static_cast<int>(left)));
+    deadline_ = deadline;
+    return true;
+  }
+
+  void bind_name(sqlite3_stmt* s, const MailboxName& name) {
+    // SQLITE_STATIC: the strings outlive the step, and ResetOnExit runs before they die.
+    sqlite3_bind_text(s, 1, name.local_part.data(), static_cast<int>(name.local_part.size()), SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, name.domain.data(), static_cast<int>(name.domain.size()), SQLITE_STATIC);
+  }
+
+  // Turns a failed step into a message that is safe to log: the generic text for the code,
+  // never sqlite3_errmsg (it could quote data).
+  std::string failure(int rc) {
+    int primary = rc & 0xff;
+    if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED) return "database is locked";
+    if (primary == SQLITE_INTERRUPT) return "deadline passed during the query";
+    if (needs_reopen(rc)) healthy_ = false;
+    return std::string("database error: ") + sqlite3_errstr(rc) + " (" + std::to_string(rc) + ")";
+  }
+
+  std::string path_;
+  UserDefaults defaults_;
+  DbPtr db_;
+  StmtPtr passdb_, userdb_, users_;
+  FileId file_;
+  Deadline deadline_{};
+  bool healthy_ = false;
+};
+
+}  // namespace
+
+const char* default_schema_sql() { return kSchemaSql; }
+
+SqliteBackend::SqliteBackend(std::string path, UserDefaults defaults)
+    : path_(std::move(path)), defaults_(std::move(defaults)) {}
+
+SqliteBackend::~SqliteBackend() {
+  std::lock_guard lock(probe_mutex_);
+  close_probe();
+}
+
+void SqliteBackend::prepare_schema() {
+  DbPtr db = open_db(path_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  sqlite3* h = db.get();
+  sqlite3_busy_timeout(h, kPrepareSchemaBusyMs);
+  check_schema_version(h, path_);
+
+  // WAL lets the pool read while the admin tool writes. It cannot change inside a
+  // transaction, and a file that refuses it (read-only medium) still works, only slower.
+  sqlite3_exec(h, "PRAGMA journal_mode = WAL", nullptr, nullptr, nullptr);
+
+  if (count_user_tables(h, path_) == 0) {
+    exec(h, "BEGIN IMMEDIATE", path_, "cannot create the schema");
+    try {
+      // Another process (a second daemon, the admin tool) may have won the race.
+      if (count_user_tables(h, path_) == 0) exec(h, kSchemaSql, path_, "cannot create the schema");
+      exec(h, "COMMIT", path_, "cannot create the schema");
+    } catch (...) {
+      sqlite3_exec(h, "ROLLBACK", nullptr, nullptr, nullptr);
+      throw;
+    }
+    return;
+  }
+
+  // Someone else's tables: refuse now rather than answer "temporary failure" to every lookup.
+  auto ours = query_int(h,
+                        "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                        "AND name IN ('domains', 'users')",
+                        path_);
+  if (ours != 2) fail_open(path_, "database has tables but not maildict's (domains, users)");
+}
+
+std::unique_ptr<DirectoryConnection> SqliteBackend::connect() {
+  return std::make_unique<SqliteConnection>(path_, defaults_);
+}
+
+void SqliteBackend::close_probe() {
+  if (probe_stmt_) sqlite3_finalize(probe_stmt_);
+  if (probe_db_) sqlite3_close_v2(probe_db_);
+  probe_stmt_ = nullptr;
+  probe_db_ = nullptr;
+}
+
+bool SqliteBackend::open_probe(std::uint64_t dev, std::uint64_t ino) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
+    sqlite3_close_v2(db);
+    return false;
+  }
+  // Never wait: a caller that cannot get a version simply does not trust its cache.
+  sqlite3_busy_timeout(db, 0);
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v3(db, "PRAGMA data_version", -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr) != SQLITE_OK) {
+    sqlite3_close_v2(db);
+    return false;
+  }
+  probe_db_ = db;
+  probe_stmt_ = stmt;
+  probe_file_dev_ = dev;
+  probe_file_ino_ = ino;
+  ++probe_epoch_;
+  return true;
+}
+
+std::optional<std::uint64_t> SqliteBackend::data_version() {
+  std::lock_guard lock(probe_mutex_);
+  auto id = file_id(path_);
+  if (!id) {
+    close_probe();
+    return std::nullopt;
+  }
+  if (probe_db_ && (id->dev != probe_file_dev_ || id->ino != probe_file_ino_)) close_probe();
+  if (!probe_db_ && !open_probe(id->dev, id->ino)) return std::nullopt;
+
+  int rc = sqlite3_step(probe_stmt_);
+  std::int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(probe_stmt_, 0) : 0;
+  sqlite3_reset(probe_stmt_);
+  if (rc != SQLITE_ROW) {
+    close_probe();
+    return std::nullopt;
+  }
+  // data_version values are only comparable within one probe connection; the epoch (bumped on
+  // every reopen) keeps a reopened probe from repeating a number an older one already gave.
+  constexpr std::uint64_t low_mask = (std::uint64_t{1} << 40) - 1;
+  return (probe_epoch_ << 40) | (static_cast<std::uint64_t>(v) & low_mask);
+}
+
+std::string SqliteBackend::describe() const { return "sqlite:" + path_; }
+
+}  // namespace maildict::storage

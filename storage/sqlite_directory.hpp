@@ -1,0 +1,50 @@
+// The SQLite backend of the directory: the embedded default. WAL mode, prepared statements,
+// one sqlite3 handle per DirectoryConnection (one per pool thread), busy timeout and a
+// progress handler bounded by each request's deadline.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "storage/directory.hpp"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace maildict::storage {
+
+class SqliteBackend final : public DirectoryBackend {
+ public:
+  SqliteBackend(std::string path, UserDefaults defaults);
+  ~SqliteBackend() override;
+
+  // Creates the default schema when the database is empty and turns on WAL. Throws
+  // std::runtime_error naming the file when it cannot. Call once at startup; when the file
+  // cannot be opened yet the daemon still starts and answers temporary failures.
+  void prepare_schema();
+
+  std::unique_ptr<DirectoryConnection> connect() override;
+  std::optional<std::uint64_t> data_version() override;
+  std::string describe() const override;
+
+ private:
+  std::string path_;
+  UserDefaults defaults_;
+  std::mutex probe_mutex_;  // guards the probe connection used by data_version()
+  sqlite3* probe_db_ = nullptr;
+  sqlite3_stmt* probe_stmt_ = nullptr;
+  // Which file the probe has open (st_dev/st_ino), and how many times it has been (re)opened:
+  // PRAGMA data_version is only comparable within one connection, so the epoch goes into the
+  // number, and a file replaced under the same name is noticed and reopened.
+  std::uint64_t probe_file_dev_ = 0;
+  std::uint64_t probe_file_ino_ = 0;
+  std::uint64_t probe_epoch_ = 0;
+  void close_probe();
+  bool open_probe(std::uint64_t dev, std::uint64_t ino);
+};
+
+// The SQL that creates the default schema (DESIGN.md §3); exposed for the admin tool and tests.
+const char* default_schema_sql();
+
+}  // namespace maildict::storage

@@ -1,0 +1,808 @@
+"""Shared helpers for maildict's end-to-end tests (Python 3 standard library only).
+
+Every test_*.py next to this file is one CTest test, run as `python3 tests/e2e/test_x.py` with
+MAILDICT_BUILD_DIR (where maildictd and maildict-admin are built) and MAILDICT_SOURCE_DIR set.
+Exit code 0 means pass.
+
+What is here:
+  * TempDir                  a private temporary directory (removed afterwards, unless
+                             MAILDICT_E2E_KEEP=1 is set)
+  * make_demo_db()           `maildict-admin demo` into a temp dir
+  * start_maildictd()        maildictd in the foreground on a socket in the temp dir; stop()
+                             sends SIGTERM, requires exit code 0 and checks that the (debug-level)
+                             log holds no demo password and no hash fragment
+  * start_dovecot()          a private Dovecot 2.3 instance (own base_dir, state_dir, log,
+                             instance name; IMAP on a free loopback port when asked) whose
+                             passdb/userdb are the shipped packaging/dovecot snippets pointed at
+                             the test's maildictd socket
+  * doveadm()                `doveadm -c CONF ...` -> (rc, stdout, stderr)
+  * DictClient               a raw dict-protocol client (bytes in, reply lines out, timeouts)
+                             and ReplyMatcher, which pairs replies with commands by the rules
+                             of specs/dovecot.md §1.4 (`*n` / `+n` async ids, or plain FIFO)
+
+Every process started here is also registered for cleanup at interpreter exit and gets
+PR_SET_PDEATHSIG, so nothing outlives a failed or killed test.
+"""
+
+import atexit
+import ctypes
+import errno
+import json
+import os
+import pwd
+import grp
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+# ---- locations ------------------------------------------------------------------------------
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_DIR = os.environ.get("MAILDICT_SOURCE_DIR") or os.path.dirname(os.path.dirname(HERE))
+BUILD_DIR = os.environ.get("MAILDICT_BUILD_DIR") or os.path.join(SOURCE_DIR, "build")
+PACKAGING_DOVECOT = os.path.join(SOURCE_DIR, "packaging", "dovecot")
+
+
+def maildictd_path():
+    return os.environ.get("MAILDICT_MAILDICTD") or os.path.join(BUILD_DIR, "maildictd")
+
+
+def admin_path():
+    return os.environ.get("MAILDICT_ADMIN") or os.path.join(BUILD_DIR, "maildict-admin")
+
+
+# Generous: the CI machine may be small and busy (CTest runs several tests at once).
+STARTUP_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+COMMAND_TIMEOUT = 120.0
+
+# ---- the demo directory (`maildict-admin demo`) ----------------------------------------------
+
+DEMO_PASSWORDS = {
+    "john@example.org": "john-secret",
+    "jane@example.org": "jane-secret",
+    "john_doe@example.org": "doe-secret",
+    "bob@example.net": "bob-secret",
+    "eve@example.org": "eve-secret",
+    "ghost@disabled.example": "ghost-secret",
+}
+ACTIVE_USERS = {
+    "john@example.org",
+    "jane@example.org",
+    "john_doe@example.org",
+    "bob@example.net",
+    "nopw@example.net",
+}
+JOHN_QUOTA_RULE = "*:storage=1073741824B"
+BOB = {"uid": "2000", "gid": "2000", "home": "/var/vmail/custom/bob", "mail": "maildir:~/Mail"}
+
+# Nothing of this may ever appear in maildictd's log (DESIGN.md §2 rule 6).
+SECRET_FRAGMENTS = sorted(set(DEMO_PASSWORDS.values())) + [
+    "$2b$", "$2y$", "$2a$", "$6$", "{BLF-CRYPT}", "{SHA512-CRYPT}",
+]
+
+# An unprivileged account that exists on every Debian system: IMAP sessions run as it.
+NOBODY_UID = pwd.getpwnam("nobody").pw_uid
+NOGROUP_GID = grp.getgrnam("nogroup").gr_gid
+
+
+def log(*args):
+    print("[e2e %s]" % time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
+
+
+# ---- process bookkeeping --------------------------------------------------------------------
+
+_live_processes = {}   # pid -> (Popen, description)
+
+
+def _set_pdeathsig():
+    # Runs in the child between fork and exec: die with the test process (best effort).
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)   # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def spawn(argv, description, **kw):
+    """Popen with cleanup registration and parent-death signal."""
+    proc = subprocess.Popen(argv, preexec_fn=_set_pdeathsig, **kw)
+    _live_processes[proc.pid] = (proc, description)
+    return proc
+
+
+def _forget(proc):
+    _live_processes.pop(proc.pid, None)
+
+
+def kill_and_wait(proc, sig=signal.SIGTERM, timeout=STOP_TIMEOUT):
+    """Signals one process we started (by pid) and waits; SIGKILL if it does not exit."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            log("pid %d did not exit within %ss, sending SIGKILL" % (proc.pid, timeout))
+            proc.kill()
+            proc.wait(timeout=timeout)
+    _forget(proc)
+    return proc.returncode
+
+
+@atexit.register
+def _cleanup_processes():
+    for pid, (proc, what) in list(_live_processes.items()):
+        if proc.poll() is None:
+            log("cleanup: stopping %s (pid %d)" % (what, pid))
+            kill_and_wait(proc, timeout=10)
+
+
+def _on_sigterm(signum, frame):
+    # CTest's timeout or a user's kill: run the atexit cleanup.
+    sys.exit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie is not alive
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout, what, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def free_tcp_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def unix_socket_accepts(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(2)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def tail(path, n=60):
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().decode("utf-8", "replace").splitlines()
+        return "\n".join(lines[-n:])
+    except OSError as e:
+        return "(cannot read %s: %s)" % (path, e)
+
+
+# ---- temporary directory --------------------------------------------------------------------
+
+class TempDir:
+    """`with TempDir() as t:` -> t.path, a fresh directory that others can traverse (0755)."""
+
+    def __init__(self, prefix="maildict-e2e-"):
+        self.path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+        os.chmod(self.path, 0o755)
+
+    def join(self, *parts):
+        return os.path.join(self.path, *parts)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.cleanup()
+        return False
+
+    def cleanup(self):
+        if os.environ.get("MAILDICT_E2E_KEEP"):
+            log("keeping", self.path)
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+# ---- maildict-admin / maildictd -------------------------------------------------------------
+
+def require_programs():
+    missing = [p for p in (maildictd_path(), admin_path()) if not os.access(p, os.X_OK)]
+    for tool in ("dovecot", "doveadm"):
+        if shutil.which(tool) is None:
+            missing.append(tool)
+    if missing:
+        raise SystemExit("e2e: missing programs: %s (MAILDICT_BUILD_DIR=%s)"
+                         % (", ".join(missing), BUILD_DIR))
+
+
+def make_demo_db(directory, name="directory.db", bulk=None):
+    path = os.path.join(directory, name)
+    argv = [admin_path(), "demo", path]
+    if bulk:
+        argv += ["--bulk", str(bulk)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+    if r.returncode != 0:
+        raise AssertionError("maildict-admin demo failed (%d): %s%s"
+                             % (r.returncode, r.stdout, r.stderr))
+    assert os.path.exists(path), "maildict-admin demo did not create %s" % path
+    return path
+
+
+def maildict_config(tmp, db_path, **overrides):
+    """The configuration the tests run maildictd with; overrides replace or add settings."""
+    conf = {
+        "socket": os.path.join(tmp, "dict.sock"),
+        "socket_mode": "0666",
+        "socket_owner": "",
+        "socket_group": "root",
+        "user": "",
+        "database": "sqlite:" + db_path,
+        "db_connections": "2",
+        "io_threads": "2",
+        "request_timeout": "5s",
+        "cache_entries": "1000",
+        "default_uid": str(NOBODY_UID),
+        "default_gid": str(NOGROUP_GID),
+        "default_home": os.path.join(tmp, "vmail", "%d", "%n"),
+        "default_mail": "maildir:~/Maildir",
+        "log_level": "debug",
+    }
+    for k, v in overrides.items():
+        conf[k] = "" if v is None else str(v)
+    return conf
+
+
+class Maildictd:
+    def __init__(self, tmp, conf, name="maildictd"):
+        self.tmp = tmp
+        self.conf = conf
+        self.socket = conf["socket"]
+        self.conf_path = os.path.join(tmp, name + ".conf")
+        self.log_path = os.path.join(tmp, name + ".log")
+        self.proc = None
+        self.returncode = None
+        with open(self.conf_path, "w") as f:
+            f.write("# written by tests/e2e/harness.py\n")
+            for k, v in conf.items():
+                f.write("%s = %s\n" % (k, v))
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self):
+        logf = open(self.log_path, "ab")
+        try:
+            self.proc = spawn([maildictd_path(), "-c", self.conf_path], "maildictd",
+                              stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
+        finally:
+            logf.close()
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError("maildictd exited with %s during startup; log:\n%s"
+                                     % (self.proc.returncode, tail(self.log_path)))
+            return os.path.exists(self.socket) and unix_socket_accepts(self.socket)
+
+        try:
+            wait_until(ready, STARTUP_TIMEOUT, "maildictd's socket %s" % self.socket)
+        except BaseException:
+            self.kill()
+            raise
+        log("maildictd pid %d serving %s" % (self.proc.pid, self.socket))
+        return self
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            kill_and_wait(self.proc, signal.SIGKILL)
+
+    def log_text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def check_log_has_no_secrets(self):
+        text = self.log_text()
+        found = []
+        for frag in SECRET_FRAGMENTS:
+            if frag in text:
+                line = next(l for l in text.splitlines() if frag in l)
+                found.append("%r in line: %s" % (frag, line[:300]))
+        if found:
+            raise AssertionError("maildictd's log (%s) reveals secrets:\n  %s"
+                                 % (self.log_path, "\n  ".join(found)))
+
+    def stop(self, check_log=True):
+        """SIGTERM, wait, require exit code 0 and a log without secrets."""
+        if self.proc is None:
+            return
+        if self.returncode is None:
+            was_running = self.proc.poll() is None
+            self.returncode = kill_and_wait(self.proc, signal.SIGTERM)
+            log("maildictd pid %d exited with %s" % (self.proc.pid, self.returncode))
+            if not was_running:
+                raise AssertionError("maildictd (pid %d) had already died with %s; log:\n%s"
+                                     % (self.proc.pid, self.returncode, tail(self.log_path)))
+            if self.returncode != 0:
+                raise AssertionError("maildictd exited with %s after SIGTERM; log:\n%s"
+                                     % (self.returncode, tail(self.log_path)))
+            if check_log:
+                self.check_log_has_no_secrets()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.stop()
+        else:
+            # already failing: stop quietly, report the log for diagnosis
+            try:
+                self.stop()
+            except AssertionError as e:
+                log("while failing, also: %s" % e)
+            log("maildictd log tail:\n" + tail(self.log_path, 40))
+        return False
+
+
+def start_maildictd(tmp, db_path=None, name="maildictd", **overrides):
+    """Writes <tmp>/<name>.conf (see maildict_config) and runs maildictd until its socket accepts.
+    Creates the demo database when db_path is None."""
+    if db_path is None:
+        db_path = os.path.join(tmp, "directory.db")
+        if not os.path.exists(db_path):
+            make_demo_db(tmp)
+    conf = maildict_config(tmp, db_path, **overrides)
+    return Maildictd(tmp, conf, name=name).start()
+
+
+def check_config(conf_path):
+    r = subprocess.run([maildictd_path(), "--check-config", "-c", conf_path],
+                       capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+    return r.returncode, r.stdout, r.stderr
+
+
+# ---- Dovecot --------------------------------------------------------------------------------
+
+SHIPPED_URI = "uri = proxy:idle_msecs=60000:/run/maildict/dict.sock:maildict"
+SHIPPED_DICT_AUTH_PATH = "/etc/dovecot/dovecot-dict-auth.conf.ext"
+
+
+def dict_auth_config(dict_socket, idle_msecs=None, dict_name="maildict"):
+    """The shipped dovecot-dict-auth.conf.ext with the test's socket and idle_msecs."""
+    with open(os.path.join(PACKAGING_DOVECOT, "dovecot-dict-auth.conf.ext")) as f:
+        text = f.read()
+    lines = text.splitlines()
+    uri_lines = [i for i, l in enumerate(lines) if l.strip().startswith("uri")]
+    assert len(uri_lines) == 1 and lines[uri_lines[0]].strip() == SHIPPED_URI, \
+        "packaging/dovecot/dovecot-dict-auth.conf.ext must have exactly one %r line" % SHIPPED_URI
+    idle = "" if idle_msecs is None else "idle_msecs=%d:" % idle_msecs
+    lines[uri_lines[0]] = "uri = proxy:%s%s:%s" % (idle, dict_socket, dict_name)
+    return "\n".join(lines) + "\n"
+
+
+def maildict_snippet(dict_auth_path):
+    """The shipped 10-maildict.conf pointed at the test's dict-auth file."""
+    with open(os.path.join(PACKAGING_DOVECOT, "10-maildict.conf")) as f:
+        text = f.read()
+    assert text.count(SHIPPED_DICT_AUTH_PATH) == 2, \
+        "packaging/dovecot/10-maildict.conf must name %s for passdb and userdb" \
+        % SHIPPED_DICT_AUTH_PATH
+    return text.replace(SHIPPED_DICT_AUTH_PATH, dict_auth_path)
+
+
+class Dovecot:
+    def __init__(self, tmp, dict_socket, idle_msecs=None, imap=False, extra="", name=None):
+        name = name or ("dovecot-idle%s" % idle_msecs if idle_msecs is not None else "dovecot")
+        self.dir = os.path.join(tmp, name)
+        os.makedirs(self.dir)
+        os.chmod(self.dir, 0o755)
+        self.base_dir = os.path.join(self.dir, "run")
+        self.state_dir = os.path.join(self.dir, "state")
+        self.log_path = os.path.join(self.dir, "dovecot.log")
+        self.conf_path = os.path.join(self.dir, "dovecot.conf")
+        self.dict_auth_path = os.path.join(self.dir, "dovecot-dict-auth.conf.ext")
+        self.snippet_path = os.path.join(self.dir, "10-maildict.conf")
+        self.imap_port = free_tcp_port() if imap else None
+        self.proc = None
+        self.master_pid = None
+        self.instance_name = "maildict-e2e-%s" % secrets.token_hex(4)
+        with open(self.dict_auth_path, "w") as f:
+            f.write(dict_auth_config(dict_socket, idle_msecs))
+        with open(self.snippet_path, "w") as f:
+            f.write(maildict_snippet(self.dict_auth_path))
+        conf = [
+            "# written by tests/e2e/harness.py",
+            "base_dir = %s" % self.base_dir,
+            "state_dir = %s" % self.state_dir,
+            "instance_name = %s" % self.instance_name,
+            "protocols = %s" % ("imap" if imap else ""),
+            "listen = 127.0.0.1",
+            "log_path = %s" % self.log_path,
+            "ssl = no",
+            "disable_plaintext_auth = no",
+            "auth_mechanisms = plain login",
+            "auth_verbose = yes",
+            "auth_debug = yes",
+            "auth_cache_size = 0",
+            # mail processes run as the uid/gid maildictd returns (the tests use nobody/nogroup)
+            "first_valid_uid = %d" % min(NOBODY_UID, 1000),
+            "first_valid_gid = 1",
+            "mail_location = maildir:~/Maildir",
+            "!include %s" % self.snippet_path,
+        ]
+        if imap:
+            conf += [
+                "service imap-login {",
+                "  inet_listener imap {",
+                "    address = 127.0.0.1",
+                "    port = %d" % self.imap_port,
+                "  }",
+                "  inet_listener imaps {",
+                "    port = 0",
+                "  }",
+                "}",
+            ]
+        conf.append(extra)
+        with open(self.conf_path, "w") as f:
+            f.write("\n".join(conf) + "\n")
+
+    def start(self):
+        r = subprocess.run(["doveconf", "-c", self.conf_path, "-n"], capture_output=True,
+                           text=True, timeout=COMMAND_TIMEOUT)
+        if r.returncode != 0:
+            raise AssertionError("doveconf rejects %s: %s" % (self.conf_path, r.stderr))
+        logf = open(os.path.join(self.dir, "master.stderr"), "ab")
+        try:
+            # -F: the master stays our child, so we can wait for it precisely.
+            self.proc = spawn(["dovecot", "-F", "-c", self.conf_path], "dovecot master",
+                              stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
+        finally:
+            logf.close()
+        pid_file = os.path.join(self.base_dir, "master.pid")
+        sockets = [os.path.join(self.base_dir, s) for s in ("auth-client", "auth-userdb")]
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError("dovecot exited with %s during startup:\n%s\n%s"
+                                     % (self.proc.returncode,
+                                        tail(os.path.join(self.dir, "master.stderr")),
+                                        tail(self.log_path)))
+            if not os.path.exists(pid_file):
+                return False
+            if not all(unix_socket_accepts(s) for s in sockets):
+                return False
+            if self.imap_port is not None:
+                return self._imap_greets()
+            return True
+
+        try:
+            wait_until(ready, STARTUP_TIMEOUT, "dovecot in %s" % self.dir, interval=0.1)
+            with open(pid_file) as f:
+                self.master_pid = int(f.read().strip())
+            assert self.master_pid == self.proc.pid, \
+                "master.pid says %d, started %d" % (self.master_pid, self.proc.pid)
+        except BaseException:
+            self.stop()
+            raise
+        log("dovecot master pid %d (%s%s)" % (self.master_pid, self.conf_path,
+                                               ", imap port %d" % self.imap_port
+                                               if self.imap_port else ""))
+        return self
+
+    def _imap_greets(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.imap_port), timeout=5) as s:
+                return s.recv(100).startswith(b"* OK")
+        except OSError:
+            return False
+
+    def stop(self):
+        """Stops exactly the master this object started (pid from master.pid) and waits."""
+        if self.proc is None:
+            return
+        pid_file = os.path.join(self.base_dir, "master.pid")
+        pid = None
+        try:
+            with open(pid_file) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            pass
+        if pid is not None and pid == self.proc.pid and self.proc.poll() is None:
+            os.kill(pid, signal.SIGTERM)
+        kill_and_wait(self.proc, signal.SIGTERM)
+        self.proc = None
+
+    def doveadm(self, *args, timeout=COMMAND_TIMEOUT):
+        return doveadm(self.conf_path, *args, timeout=timeout)
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            log("dovecot log tail (%s):\n%s" % (self.log_path, tail(self.log_path, 40)))
+        self.stop()
+        return False
+
+
+def start_dovecot(tmp, dict_socket, idle_msecs=None, imap=False, extra="", name=None):
+    return Dovecot(tmp, dict_socket, idle_msecs=idle_msecs, imap=imap, extra=extra,
+                   name=name).start()
+
+
+def doveadm(conf_path, *args, timeout=COMMAND_TIMEOUT):
+    r = subprocess.run(["doveadm", "-c", conf_path] + list(args), capture_output=True,
+                       text=True, timeout=timeout)
+    return r.returncode, r.stdout, r.stderr
+
+
+# doveadm's exit codes (sysexits.h, as doveadm uses them)
+EX_NOUSER = 67
+EX_TEMPFAIL = 75
+
+
+def parse_auth_test(out):
+    """`doveadm auth test` output -> (succeeded?, {extra field: value}).
+    Output looks like:
+        passdb: john@example.org auth succeeded
+        extra fields:
+          user=john@example.org
+          original_user=john_example.org
+    """
+    ok = None
+    for line in out.splitlines():
+        m = re.match(r"passdb: (\S+) auth (succeeded|failed)", line.strip())
+        if m:
+            ok = m.group(2) == "succeeded"
+    fields = {}
+    in_extra = False
+    for line in out.splitlines():
+        if line.strip().startswith("extra fields"):
+            in_extra = True
+            rest = line.split(":", 1)[1].strip()
+            for item in rest.split():
+                k, _, v = item.partition("=")
+                fields[k] = v
+            continue
+        if in_extra and line.startswith((" ", "\t")) and "=" in line:
+            k, _, v = line.strip().partition("=")
+            fields[k] = v
+    return ok, fields
+
+
+def parse_doveadm_user(out):
+    """`doveadm user NAME` output (field TAB value lines) -> dict."""
+    fields = {}
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        k, _, v = line.partition("\t")
+        if not _:
+            parts = line.split(None, 1)
+            k, v = parts[0], parts[1] if len(parts) > 1 else ""
+        fields[k.strip()] = v.strip()
+    return fields
+
+
+# ---- raw dict-protocol client ----------------------------------------------------------------
+
+def escape(s: bytes) -> bytes:
+    return (s.replace(b"\x01", b"\x011").replace(b"\t", b"\x01t")
+             .replace(b"\r", b"\x01r").replace(b"\n", b"\x01n"))
+
+
+def unescape(s: bytes) -> bytes:
+    out = bytearray()
+    i = 0
+    table = {ord("0"): 0, ord("1"): 1, ord("t"): 9, ord("r"): 13, ord("n"): 10}
+    while i < len(s):
+        c = s[i]
+        if c == 1:
+            if i + 1 < len(s):
+                out.append(table.get(s[i + 1], s[i + 1]))
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return bytes(out)
+
+
+class Closed(Exception):
+    """The server closed the connection."""
+
+
+class DictClient:
+    """A raw dict-protocol client. send() writes bytes; read_line() returns one reply line
+    without its LF (raises Closed at EOF, AssertionError on timeout)."""
+
+    def __init__(self, path, timeout=30.0):
+        self.path = path
+        self.timeout = timeout
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b""
+        self.eof = False
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def send(self, data: bytes):
+        self.sock.sendall(data)
+
+    def hello(self, major=3, minor=2, name=b"maildict"):
+        self.send(b"H%d\t%d\t0\t\t%s\n" % (major, minor, name))
+
+    def _fill(self, timeout):
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(1 << 16)
+        except socket.timeout:
+            raise AssertionError("no reply from %s within %ss (buffered: %r)"
+                                 % (self.path, timeout, self.buf[:200]))
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+        self.buf += data
+
+    def read_line(self, timeout=None):
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            if self.eof:
+                raise Closed("connection closed (pending bytes %r)" % self.buf[:200])
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no complete line within %ss (buffered: %r)"
+                                     % (timeout, self.buf[:200]))
+            self._fill(left)
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line
+
+    def wait_closed(self, timeout=None):
+        """Reads until EOF, returning whatever arrived before it; AssertionError if the
+        connection is still open after `timeout`."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while not self.eof:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("connection still open after %ss (received %r)"
+                                     % (timeout, self.buf[:200]))
+            self._fill(left)
+        data, self.buf = self.buf, b""
+        return data
+
+    # ---- convenience: one command, one reply, any style ----
+
+    def lookup(self, key: bytes, user: bytes = b"", timeout=None):
+        """Sends L and returns the reply field (e.g. b'O{...}', b'N', b'Fmsg'), unescaped,
+        accepting both FIFO and async-id style. Only for use with nothing else pending."""
+        self.send(b"L" + escape(key) + b"\t" + escape(user) + b"\n")
+        return self.read_reply(timeout)[0]
+
+    def read_reply(self, timeout=None):
+        """Reads one complete non-iteration reply; returns (fields, async_id or None).
+        fields[0] is the reply code + first field, unescaped."""
+        line = self.read_line(timeout)
+        if line.startswith(b"*"):
+            aid = int(line[1:])
+            line = self.read_line(timeout)
+            assert line.startswith(b"+%d\t" % aid), \
+                "expected +%d reply after *%d, got %r" % (aid, aid, line)
+            fields = line.split(b"\t")[1:]
+            return [unescape(f) for f in fields], aid
+        assert not line.startswith(b"+"), "+ reply without * announcement: %r" % line
+        return [unescape(f) for f in line.split(b"\t")], None
+
+
+class ReplyMatcher:
+    """Pairs reply lines with pending reply-bearing commands exactly as Dovecot's 2.3 client
+    does (specs/dovecot.md §1.4): `*n` gives id n to the oldest pending command without an
+    id; `+n\t...` goes to the command with id n; a plain line goes to the oldest pending
+    command. Any violation raises AssertionError (Dovecot would disconnect)."""
+
+    def __init__(self):
+        self.pending = []        # [tag, async_id or None] in command order
+        self.by_id = {}
+        self.used_ids = set()
+        self.results = {}        # tag -> list of reply fields (unescaped)
+        self.saw_async = False
+        self.saw_plain = False
+
+    def expect(self, tag):
+        self.pending.append([tag, None])
+
+    def feed(self, line: bytes):
+        if line.startswith(b"*"):
+            n = int(line[1:])
+            assert n > 0, "async id must be > 0: %r" % line
+            assert n not in self.used_ids, "async id %d reused" % n
+            for entry in self.pending:
+                if entry[1] is None:
+                    entry[1] = n
+                    self.by_id[n] = entry
+                    self.used_ids.add(n)
+                    break
+            else:
+                raise AssertionError("*%d announced with no pending command" % n)
+            self.saw_async = True
+            return
+        if line.startswith(b"+"):
+            n_text, _, rest = line[1:].partition(b"\t")
+            n = int(n_text)
+            assert n in self.by_id, "+%d reply for unknown id (pending %r)" % (n, self.pending[:3])
+            entry = self.by_id.pop(n)
+            self.pending.remove(entry)
+            self.results[entry[0]] = [unescape(f) for f in rest.split(b"\t")]
+            self.saw_async = True
+            return
+        assert self.pending, "reply without pending command: %r" % line
+        entry = self.pending[0]
+        assert entry[1] is None, "plain reply %r while the oldest command has id %s" \
+            % (line, entry[1])
+        self.pending.pop(0)
+        self.results[entry[0]] = [unescape(f) for f in line.split(b"\t")]
+        self.saw_plain = True
+
+    def done(self):
+        return not self.pending
+
+
+def reply_json(fields):
+    """An O reply's value parsed as JSON."""
+    assert fields and fields[0].startswith(b"O"), "expected an O reply, got %r" % (fields,)
+    return json.loads(fields[0][1:].decode())

@@ -1,0 +1,62 @@
+#include <doctest/doctest.h>
+
+#include "conf/config.hpp"
+
+using maildict::conf::ConfigError;
+using maildict::conf::parse_config;
+
+namespace {
+std::string error_of(const std::string& text) {
+  try {
+    parse_config(text, "test.conf");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST_CASE("the shipped example configuration parses and keeps its documented values") {
+  auto c = maildict::conf::load_config(MAILDICT_SOURCE_DIR "/conf/maildict.conf");
+  CHECK(c.socket_path == "/run/maildict/dict.sock");
+  CHECK(c.socket_mode == 0660);
+  CHECK(c.socket_group == "dovecot");
+  CHECK(c.request_timeout == std::chrono::seconds(2));
+  CHECK(c.max_line_length == 65536);
+  CHECK(c.defaults.home == "/var/vmail/%d/%n");
+  CHECK(c.defaults.mail == "maildir:~/Maildir");
+  CHECK(maildict::conf::sqlite_path_of(c) == "/var/lib/maildict/directory.db");
+}
+
+TEST_CASE("values with units, comments and whitespace") {
+  auto c = parse_config(
+      "# comment\n\n  request_timeout = 250ms  # trailing comment\n"
+      "idle_timeout=5min\nmax_line_length = 128k\ncache_ttl = 3\n"
+      "default_mail = maildir:~/Mail#keep\nsocket_mode = 0666\n",
+      "t.conf");
+  CHECK(c.request_timeout == std::chrono::milliseconds(250));
+  CHECK(c.idle_timeout == std::chrono::minutes(5));
+  CHECK(c.max_line_length == 128 * 1024);
+  CHECK(c.cache_ttl == std::chrono::seconds(3));
+  CHECK(c.defaults.mail == "maildir:~/Mail#keep");
+  CHECK(c.socket_mode == 0666);
+}
+
+TEST_CASE("errors name the file, the line and the setting") {
+  CHECK(error_of("socket = /tmp/x\nbogus = 1\n") == "test.conf:2: unknown setting 'bogus'");
+  CHECK(error_of("\n\nrequest_timeout = fast\n").starts_with("test.conf:3: request_timeout: "));
+  CHECK(error_of("request_timeout = 2 fortnights\n").find("unknown duration unit") != std::string::npos);
+  CHECK(error_of("socket = relative/path\n").starts_with("test.conf:1: socket: "));
+  CHECK(error_of("database = mysql:/x\n").starts_with("test.conf:1: database: "));
+  CHECK(error_of("socket_mode = 999\n").starts_with("test.conf:1: socket_mode: "));
+  CHECK(error_of("log_level = chatty\n").starts_with("test.conf:1: log_level: "));
+  CHECK(error_of("db_connections = 0\n").starts_with("test.conf:1: db_connections: "));
+  CHECK(error_of("just some words\n") == "test.conf:1: expected 'name = value'");
+  CHECK(error_of("log_level = info\nlog_level = debug\n") == "test.conf:2: 'log_level' is already set on line 1");
+  CHECK(error_of("max_pending = 99999999999999999999\n").starts_with("test.conf:1: max_pending: "));
+}
+
+TEST_CASE("a missing file is a clear error") {
+  CHECK_THROWS_WITH_AS(maildict::conf::load_config("/nonexistent/maildict.conf"),
+                       "/nonexistent/maildict.conf: cannot read the configuration file", ConfigError);
+}
