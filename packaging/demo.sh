@@ -1,0 +1,64 @@
+#!/bin/sh
+# The run command (README): installs what the build needs, builds if needed, creates the demo
+# directory in ./demo and serves it on ./demo/dict.sock in the foreground (Ctrl-C stops it).
+set -eu
+cd "$(dirname "$0")/.."
+top=$(pwd)
+packaging/install-deps.sh build
+
+if [ ! -x build/maildictd ] || [ ! -x build/maildict-admin ]; then
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+fi
+cmake --build build -j "$(nproc)" --target maildictd maildict-admin >/dev/null
+
+mkdir -p demo
+build/maildict-admin demo demo/directory.db
+cat > demo/maildict.conf <<CONF
+# Demo configuration written by packaging/demo.sh; see conf/maildict.conf for every setting.
+socket = $top/demo/dict.sock
+socket_mode = 0666
+socket_group =
+database = sqlite:$top/demo/directory.db
+default_uid = $(id -u)
+default_gid = $(id -g)
+default_home = $top/demo/mail/%d/%n
+default_mail = maildir:~/Maildir
+log_level = info
+CONF
+
+cat <<MSG
+
+maildict demo: users john@example.org (john-secret), jane@example.org (jane-secret),
+john_doe@example.org (doe-secret), bob@example.net (bob-secret); eve@example.org is disabled.
+
+Ask it by hand:
+  printf 'H3\t2\t0\t\tmaildict\nLshared/passdb/john_example.org\tjohn_example.org\nI0\t0\tshared/userdb/\t\n' | socat -t1 - UNIX-CONNECT:$top/demo/dict.sock
+
+Point Dovecot 2.3 at it (conf.d/10-auth.conf):
+  passdb {
+    driver = dict
+    args = /etc/dovecot/dovecot-dict-maildict.conf.ext
+  }
+  userdb {
+    driver = dict
+    args = /etc/dovecot/dovecot-dict-maildict.conf.ext
+  }
+and /etc/dovecot/dovecot-dict-maildict.conf.ext:
+  uri = proxy:idle_msecs=60000:$top/demo/dict.sock:maildict
+  default_pass_scheme = CRYPT
+  iterate_prefix = userdb/
+  key passdb {
+    key = passdb/%u
+    format = json
+  }
+  key userdb {
+    key = userdb/%u
+    format = json
+  }
+  passdb_objects = passdb
+  userdb_objects = userdb
+Then: doveadm auth test john@example.org john-secret
+
+Serving now (Ctrl-C to stop):
+MSG
+exec build/maildictd -c demo/maildict.conf
