@@ -1,6 +1,10 @@
 // Dovecot's tab-escaping (specs/dovecot.md §1.1).
 #include "protocol/dict_escape.hpp"
 
+#include <algorithm>
+
+#include "protocol/byte_scan.hpp"
+
 namespace maildict::dict {
 
 namespace {
@@ -21,14 +25,23 @@ constexpr char escape_code(char c) {
 
 void append_escaped(std::string& out, std::string_view raw) {
   // Copy clean runs in one append each: most fields contain nothing to escape.
+  // Every special byte is below 0x0e, so one word test skips nearly all text.
+  const auto may_need_escape = [](std::uint64_t w) { return detail::any_below(w, 0x0e); };
   std::size_t run_start = 0;
-  for (std::size_t i = 0; i < raw.size(); ++i) {
-    const char code = escape_code(raw[i]);
-    if (code == 0) continue;
-    out.append(raw.data() + run_start, i - run_start);
-    out.push_back('\x01');
-    out.push_back(code);
-    run_start = i + 1;
+  std::size_t i = 0;
+  for (;;) {
+    i = detail::skip_clean_words(raw, i, may_need_escape);
+    if (i >= raw.size()) break;
+    // Check the bytes of the flagged word (or the short tail) one by one.
+    const std::size_t word_end = std::min(i + 8, raw.size());
+    for (; i < word_end; ++i) {
+      const char code = escape_code(raw[i]);
+      if (code == 0) continue;
+      out.append(raw.data() + run_start, i - run_start);
+      out.push_back('\x01');
+      out.push_back(code);
+      run_start = i + 1;
+    }
   }
   out.append(raw.data() + run_start, raw.size() - run_start);
 }

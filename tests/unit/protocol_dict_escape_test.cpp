@@ -94,3 +94,28 @@ TEST_CASE("escape output never holds a TAB, CR or LF") {
   CHECK(e.size() == all.size() + 4);
   CHECK(unescape(e) == all);
 }
+
+TEST_CASE("escape: a special byte at every position of a long field") {
+  // The escaper skips clean 8-byte words; a special byte must be found wherever it sits.
+  for (char special : {'\x01', '\t', '\r', '\n'}) {
+    for (std::size_t len : {1u, 7u, 8u, 9u, 15u, 16u, 17u, 40u}) {
+      for (std::size_t pos = 0; pos < len; ++pos) {
+        std::string raw(len, 'x');
+        raw[pos] = special;
+        const std::string e = escape(raw);
+        CAPTURE(len);
+        CAPTURE(pos);
+        REQUIRE(e.size() == len + 1);
+        REQUIRE(e[pos] == '\x01');
+        REQUIRE(e.find_first_of("\t\r\n") == std::string::npos);
+        REQUIRE(unescape(e) == raw);
+      }
+    }
+  }
+}
+
+TEST_CASE("escape: bytes near the special ones are left alone in long fields") {
+  // 0x0b, 0x0c, 0x0e, 0x80, 0xff look "small" or odd to a word test but are plain bytes.
+  const std::string raw = "\x0b\x0c\x0e\x02\x00\x80\xff\x7f\x0b\x0c\x0e\x02\x00\x80\xff\x7f\x0b"s;
+  CHECK(escape(raw) == raw);
+}

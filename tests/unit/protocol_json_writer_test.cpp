@@ -114,3 +114,24 @@ TEST_CASE("FlatObjectWriter: reusable after finish") {
   CHECK(w.finish() == R"({"b":"2"})");
   CHECK(w.finish() == "{}");
 }
+
+TEST_CASE("append_string: an escaped byte at every position of a long string") {
+  // The writer skips clean 8-byte words; every byte that needs escaping must be found.
+  for (char special : {'"', '\\', '\n', '\0', '\x1f', '\x7f'}) {
+    for (std::size_t len : {1u, 7u, 8u, 9u, 16u, 17u, 33u}) {
+      for (std::size_t pos = 0; pos < len; ++pos) {
+        std::string raw(len, 'a');
+        raw[pos] = special;
+        const std::string q = quoted(raw);
+        CAPTURE(len);
+        CAPTURE(pos);
+        REQUIRE(q[pos + 1] == '\\');
+        const bool short_escape = special == '"' || special == '\\' || special == '\n';
+        REQUIRE(q.size() == len + 2 + (short_escape ? 1 : 5));
+      }
+    }
+  }
+  // Bytes that are harmless stay raw, even when a word test might flag them.
+  const std::string plain = "\x20\x21\x23\x5b\x5d\x7e\x80\xff\x20\x21\x23\x5b\x5d\x7e\x80\xff";
+  CHECK(quoted(plain) == "\"" + plain + "\"");
+}
