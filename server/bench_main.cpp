@@ -228,7 +228,7 @@ class Histogram {
     std::uint64_t seen = 0;
     for (std::size_t i = 0; i < counts_.size(); ++i) {
       seen += counts_[i];
-      if (seen > rank) return midpoint(i);
+      if (seen > rank) return std::min(midpoint(i), static_cast<double>(max_));
     }
     return static_cast<double>(max_);
   }
@@ -315,7 +315,7 @@ class Conn {
   bool connected_ = false;
   bool finished_ = false;
   bool cycle_pending_ = false;  // connect-per-lookup: reply read, waiting for the write handler
-  unsigned connect_failures_ = 0;  // in a row; a server that is gone ends the run
+  unsigned failures_ = 0;  // in a row without a reply; a server that is gone ends the run
   unsigned generation_ = 0;     // handlers of a dropped socket must not touch the new one
   std::vector<Pending> ring_;
   std::uint64_t mask_ = 0;
@@ -399,14 +399,13 @@ class Bench {
   }
 
   // One reply (or one lost request) is done.
-  void on_done(Clock::time_point now, Clock::time_point sent, char code, bool lost) {
+  void on_done(Clock::time_point now, Clock::time_point sent, bool lost) {
     if (measuring_ && !lost) hist_.add(static_cast<std::uint64_t>((now - sent).count()));
     ++done_total_;
     if (o_.requests) {
       if (!measuring_ && !stopping_ && done_total_ == warm_n_) begin_measuring(now);
       else if (measuring_ && done_total_ == issue_limit_) end_measuring(now);
     }
-    (void)code;
   }
 
   void count_reply(char code, std::string_view line, bool userdb, std::uint32_t user) {
@@ -436,8 +435,9 @@ class Bench {
                  line.data());
   }
 
+  // Counts the lost requests, or the failure itself when none was lost (a refused connect).
   void io_error(const char* what, const error_code& ec, std::uint64_t lost) {
-    errors_ += 1 + lost;
+    errors_ += lost ? lost : 1;
     if (++reported_ > kMaxReported) return;
     std::fprintf(stderr, "maildict-bench: %s: %s (%llu requests lost)\n", what,
                  ec ? ec.message().c_str() : "protocol error", static_cast<unsigned long long>(lost));
@@ -581,7 +581,6 @@ void Conn::connect() {
 
 void Conn::on_connect(const error_code& ec) {
   if (ec) return fail("connect", ec);
-  connect_failures_ = 0;
   if (b_.options().mode == Mode::persistent) {
     fill();
     if (in_flight() == 0 && b_.stopping()) return stop_if_idle();
@@ -724,10 +723,11 @@ bool Conn::handle_line(std::string_view line, Clock::time_point now) {
 bool Conn::complete(std::uint64_t seq, char code, std::string_view line, Clock::time_point now) {
   Pending& e = at(seq);
   e.done = true;
+  failures_ = 0;
   b_.count_reply(code, line, e.userdb, e.user);
   Clock::time_point sent = e.sent;
   while (head_ < tail_ && at(head_).done) ++head_;
-  b_.on_done(now, sent, code, false);
+  b_.on_done(now, sent, false);
   return true;
 }
 
@@ -752,11 +752,11 @@ void Conn::fail(const char* what, const error_code& ec) {
   wbuf_next_.clear();
   b_.io_error(what, ec, lost);
   Clock::time_point now = Clock::now();
-  for (std::uint64_t i = 0; i < lost; ++i) b_.on_done(now, now, 0, true);
+  for (std::uint64_t i = 0; i < lost; ++i) b_.on_done(now, now, true);
   if (b_.stopping()) return finish();
-  if (std::strcmp(what, "connect") == 0 && ++connect_failures_ >= 30) {
-    std::fprintf(stderr, "maildict-bench: giving up on %s after %u failed connects\n",
-                 b_.options().socket_path.c_str(), connect_failures_);
+  if (++failures_ >= 30) {
+    std::fprintf(stderr, "maildict-bench: giving up on %s after %u failures without a reply\n",
+                 b_.options().socket_path.c_str(), failures_);
     return finish();
   }
   // Pause before reconnecting so that a dead server costs errors, not a busy loop.
