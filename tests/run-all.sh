@@ -22,7 +22,7 @@ cmake --build build -j "$jobs"
 
 echo "== unit tests with ASan and UBSan ($top/build-asan)"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DMAILDICT_SANITIZE=ON -DMAILDICT_E2E=OFF >/dev/null
-cmake --build build-asan -j "$jobs" --target maildict-unit-protocol maildict-unit-storage maildict-unit-conf
+cmake --build build-asan -j "$jobs" --target maildict-unit-protocol maildict-unit-storage maildict-unit-conf maildict-unit-server
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -R '^unit_')
 
 echo "== fuzz targets, $fuzz_seconds s each ($top/build-fuzz)"
