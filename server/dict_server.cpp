@@ -310,7 +310,7 @@ class Session : public std::enable_shared_from_this<Session> {
     const auto idle = state_.config.idle_timeout;
     while (!closed_) {
       idle_timer_.expires_at(last_activity_ + idle);
-      auto [ec] = co_await idle_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+      co_await idle_timer_.async_wait(asio::as_tuple(asio::use_awaitable));  // woken early by close()
       if (closed_) break;
       if (pending_ == 0 && !writing_ && std::chrono::steady_clock::now() >= last_activity_ + idle) {
         spdlog::debug("conn {}: idle for {} ms; closing", id_, idle.count());

@@ -11,8 +11,10 @@ namespace maildict::storage {
 // $5$ -> SHA256-CRYPT, $argon2id$ -> ARGON2ID, $argon2i$ -> ARGON2I, any other value -> CRYPT.
 std::string with_scheme_prefix(std::string_view stored_hash);
 
-// Hashes a password with libcrypt. scheme: "bcrypt" ($2b$, cost 10) or "sha512-crypt" ($6$).
-// Throws std::runtime_error if libcrypt refuses.
+// Hashes a password with libcrypt and a random salt. scheme (case-insensitive): "bcrypt"
+// ($2b$, cost 10), "bcrypt-2y" ($2y$, cost 10, as PHP writes them), "sha512-crypt" ($6$,
+// default rounds), "sha256-crypt" ($5$) or "yescrypt" ($y$). Throws std::runtime_error for an
+// unknown scheme, a password holding NUL, or when libcrypt refuses.
 std::string hash_password(std::string_view password, std::string_view scheme);
 
 }  // namespace maildict::storage

@@ -89,7 +89,12 @@ void Pool::worker_loop() {
     }
 
     if (conn && !conn->healthy()) conn.reset();
-    if (!conn && now >= next_open_attempt) {
+    // The first open, and a reopen after a broken connection, happen at once; only after a
+    // failed open do the next attempts wait. They are spaced from the start of the failed
+    // one: an open that gave up after waiting out a lock has paced itself already, and the
+    // lock may be gone for the next job.
+    if (!conn && (open_error.empty() || now >= next_open_attempt)) {
+      next_open_attempt = now + kReopenInterval;
       try {
         conn = backend_.connect();
         open_error = conn ? std::string() : "cannot open database: backend gave no connection";
@@ -98,7 +103,6 @@ void Pool::worker_loop() {
       } catch (...) {
         open_error = "cannot open database: unknown error";
       }
-      if (!conn) next_open_attempt = Clock::now() + kReopenInterval;
     }
     if (!conn) {
       run_job(item.job, nullptr, open_error);

@@ -25,9 +25,12 @@ class Pool {
   Pool(DirectoryBackend& backend, std::size_t threads, std::size_t max_queued);
   ~Pool();  // stops the threads; queued jobs run with conn == nullptr ("shutting down")
 
-  // Queues a job. Returns false (and does not run it) when the queue is full.
+  // Queues a job. Returns false (and does not run it) when max_queued jobs are already waiting,
+  // or after stop(). Jobs should not throw; one that does is ignored and its worker lives on.
   bool submit(Deadline deadline, Job job);
 
+  // Joins the threads (a job already running finishes first), then runs every job still
+  // queued with conn == nullptr and "shutting down". Idempotent; not from inside a job.
   void stop();
 
  private:

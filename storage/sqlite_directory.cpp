@@ -1,8 +1,12 @@
 #include "storage/sqlite_directory.hpp"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -21,6 +25,11 @@ constexpr int kSchemaVersion = 1;
 constexpr int kOpenBusyMs = 100;
 constexpr int kPrepareSchemaBusyMs = 5000;
 constexpr int kProgressSteps = 1000;
+
+// How often data_version() and each connection check that the path still names the file they
+// have open (deleted, or replaced by a rename). A stat() is a system call, slower than the
+// rest of data_version() on its fast path, so it is not made on every call.
+constexpr auto kIdentityCheckInterval = std::chrono::milliseconds(250);
 
 const char kSchemaSql[] = R"SQL(
 CREATE TABLE domains (
@@ -121,9 +130,61 @@ std::string missing_file_reason(int err) {
   throw std::runtime_error("sqlite:" + path + ": " + why);
 }
 
+// ---- Sleeping with a deadline ------------------------------------------------------------
+// SQLite waits in two places: the busy handler (bounded by sqlite3_busy_timeout) and the WAL
+// read-lock retry loop, which sleeps up to ~10 s in total before giving up with
+// SQLITE_PROTOCOL and never asks the busy handler or the progress handler (a process holding
+// the -shm lock bytes causes it). Both sleep through the VFS, so connections use a copy of the
+// default VFS whose xSleep never sleeps past the deadline of the query running on this thread:
+// once the deadline is gone the loop runs out its retries at once and the query fails.
+
+constexpr Deadline kNoDeadline = Deadline::max();
+thread_local Deadline t_sleep_deadline = kNoDeadline;
+
+class SleepDeadline {
+ public:
+  explicit SleepDeadline(Deadline d) : saved_(t_sleep_deadline) { t_sleep_deadline = d; }
+  ~SleepDeadline() { t_sleep_deadline = saved_; }
+  SleepDeadline(const SleepDeadline&) = delete;
+  SleepDeadline& operator=(const SleepDeadline&) = delete;
+
+ private:
+  Deadline saved_;
+};
+
+sqlite3_vfs* g_base_vfs = nullptr;
+sqlite3_vfs g_deadline_vfs;
+
+int deadline_sleep(sqlite3_vfs*, int microseconds) {
+  Deadline d = t_sleep_deadline;
+  if (d != kNoDeadline) {
+    auto left = std::chrono::ceil<std::chrono::microseconds>(d - Clock::now()).count();
+    if (left <= 0) return 0;
+    if (left < microseconds) microseconds = static_cast<int>(left);
+  }
+  return g_base_vfs->xSleep(g_base_vfs, microseconds);
+}
+
+// Name of the deadline-aware VFS, or nullptr (then SQLite's default is used as is).
+const char* deadline_vfs() {
+  static const char* name = []() -> const char* {
+    g_base_vfs = sqlite3_vfs_find(nullptr);
+    if (g_base_vfs == nullptr || g_base_vfs->xSleep == nullptr) return nullptr;
+    // A field-by-field copy keeps pAppData, which the unix VFS methods read from the pointer
+    // they are given, so every other method behaves exactly as the original.
+    g_deadline_vfs = *g_base_vfs;
+    g_deadline_vfs.zName = "maildict-deadline";
+    g_deadline_vfs.pNext = nullptr;
+    g_deadline_vfs.xSleep = &deadline_sleep;
+    if (sqlite3_vfs_register(&g_deadline_vfs, 0) != SQLITE_OK) return nullptr;
+    return g_deadline_vfs.zName;
+  }();
+  return name;
+}
+
 DbPtr open_db(const std::string& path, int flags) {
   sqlite3* raw = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+  int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, deadline_vfs());
   DbPtr db(raw);
   if (rc != SQLITE_OK) {
     // Without SQLITE_OPEN_CREATE a missing file is CANTOPEN; say so plainly.
@@ -230,6 +291,7 @@ class SqliteConnection final : public DirectoryConnection {
     auto name = split_login(login);
     if (!name) return Result<PassdbEntry>::not_found();
     std::string why;
+    SleepDeadline sleep_limit(deadline);
     if (!begin(deadline, why)) return Result<PassdbEntry>::temp_fail(std::move(why));
 
     sqlite3_stmt* s = passdb_.get();
@@ -254,6 +316,7 @@ class SqliteConnection final : public DirectoryConnection {
     auto name = split_login(login);
     if (!name) return Result<UserdbEntry>::not_found();
     std::string why;
+    SleepDeadline sleep_limit(deadline);
     if (!begin(deadline, why)) return Result<UserdbEntry>::temp_fail(std::move(why));
 
     sqlite3_stmt* s = userdb_.get();
@@ -268,6 +331,7 @@ class SqliteConnection final : public DirectoryConnection {
   Result<std::vector<UserdbEntry>> users(Deadline deadline) override {
     using R = Result<std::vector<UserdbEntry>>;
     std::string why;
+    SleepDeadline sleep_limit(deadline);
     if (!begin(deadline, why)) return R::temp_fail(std::move(why));
 
     sqlite3_stmt* s = users_.get();
@@ -281,7 +345,7 @@ class SqliteConnection final : public DirectoryConnection {
       // The progress handler only sees time spent inside SQLite; building entries for a big
       // directory happens out here.
       if ((out.size() & 1023) == 1023 && Clock::now() >= deadline_)
-        return R::temp_fail("deadline passed during the query");
+        return R::temp_fail("deadline passed while reading the rows");
       name.local_part = column_text(s, 0);
       name.domain = column_text(s, 1);
       out.push_back(userdb_from_row(s, 2, name, defaults_));
@@ -302,18 +366,22 @@ class SqliteConnection final : public DirectoryConnection {
     sqlite3_busy_timeout(db.get(), kOpenBusyMs);
     // These connections only answer questions; make any accidental write fail loudly.
     exec(db.get(), "PRAGMA query_only = 1", path_, "cannot configure the connection");
+    // SQLite's default 2 MiB page cache holds a fraction of a 100k-user directory; 16 MiB (an
+    // upper bound, filled on use) saves a pread per lookup. Not mmap: an I/O error on a mapped
+    // file is a SIGBUS that would take the daemon down instead of failing one lookup.
+    exec(db.get(), "PRAGMA cache_size = -16384", path_, "cannot configure the connection");
     check_schema_version(db.get(), path_);
     StmtPtr passdb = prepare(db.get(), kPassdbSql, path_);
     StmtPtr userdb = prepare(db.get(), kUserdbSql, path_);
     StmtPtr users = prepare(db.get(), kUsersSql, path_);
     sqlite3_progress_handler(db.get(), kProgressSteps, &SqliteConnection::on_progress, this);
 
-    // Statements before the handle that owns them.
     passdb_ = std::move(passdb);
     userdb_ = std::move(userdb);
     users_ = std::move(users);
     db_ = std::move(db);
     file_ = *id;
+    next_identity_check_ = Clock::now() + kIdentityCheckInterval;
     healthy_ = true;
   }
 
@@ -335,26 +403,30 @@ class SqliteConnection final : public DirectoryConnection {
       why = "database connection is broken";
       return false;
     }
-    // A file replaced under the same name (restore, rename over) would otherwise be served
-    // from the old, unlinked inode for as long as this handle lives.
-    auto id = file_id(path_);
-    if (!id) {
-      healthy_ = false;
-      why = missing_file_reason(errno);
-      return false;
-    }
-    if (!(*id == file_)) {
-      close();
-      try {
-        open();
-      } catch (const std::exception& e) {
+    auto now = Clock::now();
+    // A file deleted or replaced under the same name (restore, rename over) would otherwise be
+    // served from the old, unlinked inode for as long as this handle lives.
+    if (now >= next_identity_check_) {
+      auto id = file_id(path_);
+      if (!id) {
         healthy_ = false;
-        why = std::string("cannot reopen database: ") + e.what();
+        why = missing_file_reason(errno);
         return false;
       }
+      if (!(*id == file_)) {
+        close();
+        try {
+          open();
+        } catch (const std::exception& e) {
+          healthy_ = false;
+          why = std::string("cannot reopen database: ") + e.what();
+          return false;
+        }
+        now = Clock::now();  // reopening may have waited on a lock
+      }
+      next_identity_check_ = now + kIdentityCheckInterval;
     }
 
-    auto now = Clock::now();
     if (now >= deadline) {
       why = "deadline passed before the query";
       return false;
@@ -375,7 +447,9 @@ class SqliteConnection final : public DirectoryConnection {
   // never sqlite3_errmsg (it could quote data).
   std::string failure(int rc) {
     int primary = rc & 0xff;
-    if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED) return "database is locked";
+    // PROTOCOL: the WAL read-lock retries ran out, i.e. someone holds the -shm locks.
+    if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED || primary == SQLITE_PROTOCOL)
+      return "database is locked";
     if (primary == SQLITE_INTERRUPT) return "deadline passed during the query";
     if (needs_reopen(rc)) healthy_ = false;
     return std::string("database error: ") + sqlite3_errstr(rc) + " (" + std::to_string(rc) + ")";
@@ -386,6 +460,7 @@ class SqliteConnection final : public DirectoryConnection {
   DbPtr db_;
   StmtPtr passdb_, userdb_, users_;
   FileId file_;
+  Clock::time_point next_identity_check_{};
   Deadline deadline_{};
   bool healthy_ = false;
 };
@@ -438,6 +513,11 @@ std::unique_ptr<DirectoryConnection> SqliteBackend::connect() {
 }
 
 void SqliteBackend::close_probe() {
+  // The view of the -shm file goes first: once the last connection of this process closes,
+  // SQLite may delete or truncate that file.
+  if (probe_shm_) munmap(const_cast<unsigned char*>(probe_shm_), probe_shm_len_);
+  probe_shm_ = nullptr;
+  probe_shm_len_ = 0;
   if (probe_stmt_) sqlite3_finalize(probe_stmt_);
   if (probe_db_) sqlite3_close_v2(probe_db_);
   probe_stmt_ = nullptr;
@@ -446,7 +526,10 @@ void SqliteBackend::close_probe() {
 
 bool SqliteBackend::open_probe(std::uint64_t dev, std::uint64_t ino) {
   sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
+  // data_version() runs on I/O threads: its SQLite calls must never sleep (see deadline_vfs()).
+  SleepDeadline no_sleep(Clock::now());
+  if (sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, deadline_vfs()) !=
+      SQLITE_OK) {
     sqlite3_close_v2(db);
     return false;
   }
@@ -457,24 +540,136 @@ bool SqliteBackend::open_probe(std::uint64_t dev, std::uint64_t ino) {
     sqlite3_close_v2(db);
     return false;
   }
+  // A first read opens the WAL and its -shm file (when the database is in WAL mode) and proves
+  // the file is a readable database.
+  int rc = sqlite3_step(stmt);
+  sqlite3_reset(stmt);
+  if (rc != SQLITE_ROW) {
+    sqlite3_finalize(stmt);
+    sqlite3_close_v2(db);
+    return false;
+  }
   probe_db_ = db;
   probe_stmt_ = stmt;
   probe_file_dev_ = dev;
   probe_file_ino_ = ino;
   ++probe_epoch_;
+  map_probe_shm();
   return true;
+}
+
+namespace {
+
+// The WAL-index header (https://www.sqlite.org/walformat.html, "The WAL-Index Header"): two
+// copies of a 48-byte block at the start of the -shm file, rewritten by every committing
+// writer (copy 2 first, then copy 1) in the writer's native byte order.
+constexpr std::size_t kWalHeaderSize = 48;
+constexpr std::uint32_t kWalIndexFormat = 3007000;
+constexpr std::size_t kShmMapBytes = 4096;
+
+std::uint64_t mix64(std::uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  x ^= x >> 31;
+  return x;
+}
+
+constexpr std::uint64_t kWalVersionTag = std::uint64_t{1} << 63;
+
+}  // namespace
+
+void SqliteBackend::map_probe_shm() {
+  // Only a database in WAL mode keeps its header in the -shm file; a stale -shm next to a
+  // rollback-journal database would never change. The mode cannot leave WAL while the probe
+  // is open: that needs an exclusive lock and every WAL connection holds a shared one.
+  sqlite3_stmt* mode = nullptr;
+  bool wal = false;
+  if (sqlite3_prepare_v2(probe_db_, "PRAGMA journal_mode", -1, &mode, nullptr) == SQLITE_OK &&
+      sqlite3_step(mode) == SQLITE_ROW) {
+    auto* text = reinterpret_cast<const char*>(sqlite3_column_text(mode, 0));
+    wal = text != nullptr && std::strcmp(text, "wal") == 0;
+  }
+  sqlite3_finalize(mode);
+  if (!wal) return;
+
+  // SQLite names the -shm after the file it really opened (symlinks resolved).
+  const char* db_file = sqlite3_db_filename(probe_db_, "main");
+  if (db_file == nullptr || *db_file == '\0') return;
+  std::string shm_path = std::string(db_file) + "-shm";
+  int fd = ::open(shm_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return;
+  struct stat st;
+  void* p = MAP_FAILED;
+  // A mapping past the end of the file would fault; SQLite sizes it in 32 KiB regions.
+  if (::fstat(fd, &st) == 0 && st.st_size >= static_cast<off_t>(kShmMapBytes))
+    p = ::mmap(nullptr, kShmMapBytes, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (p == MAP_FAILED) return;
+  // Not a header format we know (a future SQLite): keep using the PRAGMA. A momentary
+  // mismatch of the two copies is fine here; each call checks that again.
+  const auto* bytes = static_cast<const volatile unsigned char*>(p);
+  unsigned char format_bytes[4] = {bytes[0], bytes[1], bytes[2], bytes[3]};
+  std::uint32_t format;
+  std::memcpy(&format, format_bytes, sizeof format);
+  if (format != kWalIndexFormat) {
+    munmap(p, kShmMapBytes);
+    return;
+  }
+  probe_shm_ = bytes;
+  probe_shm_len_ = kShmMapBytes;
+}
+
+std::optional<std::uint64_t> SqliteBackend::wal_index_version() const {
+  unsigned char first[kWalHeaderSize], second[kWalHeaderSize];
+  // Byte-wise volatile reads: another process writes this memory, the compiler must not
+  // cache or merge them. The fence orders the two copies against the writer's barrier.
+  for (std::size_t i = 0; i < kWalHeaderSize; ++i) first[i] = probe_shm_[i];
+  std::atomic_thread_fence(std::memory_order_acquire);
+  for (std::size_t i = 0; i < kWalHeaderSize; ++i) second[i] = probe_shm_[kWalHeaderSize + i];
+  std::atomic_thread_fence(std::memory_order_acquire);
+  // Different copies: a writer is in the middle of a commit (or died there); let SQLite
+  // sort it out through the PRAGMA.
+  if (std::memcmp(first, second, kWalHeaderSize) != 0) return std::nullopt;
+  std::uint32_t format;
+  std::memcpy(&format, first, sizeof format);
+  const unsigned char is_init = first[12];
+  if (format != kWalIndexFormat || is_init != 1) return std::nullopt;
+
+  // Every commit changes the header (change counter, last frame, frame checksums, salts), so
+  // hashing all of it gives a number that moves on every commit and survives a WAL reset or
+  // a recovery that restarts the counter. The epoch separates reopened probes.
+  std::uint64_t h = mix64(probe_epoch_ + 0x9e3779b97f4a7c15ULL);
+  for (std::size_t i = 0; i < kWalHeaderSize; i += 8) {
+    std::uint64_t word;
+    std::memcpy(&word, first + i, sizeof word);
+    h = mix64(h ^ word);
+  }
+  return h | kWalVersionTag;
 }
 
 std::optional<std::uint64_t> SqliteBackend::data_version() {
   std::lock_guard lock(probe_mutex_);
-  auto id = file_id(path_);
-  if (!id) {
-    close_probe();
-    return std::nullopt;
+  auto now = Clock::now();
+  if (!probe_db_ || now >= probe_next_identity_check_) {
+    auto id = file_id(path_);
+    if (!id) {
+      close_probe();
+      return std::nullopt;
+    }
+    if (probe_db_ && (id->dev != probe_file_dev_ || id->ino != probe_file_ino_)) close_probe();
+    if (!probe_db_ && !open_probe(id->dev, id->ino)) return std::nullopt;
+    probe_next_identity_check_ = now + kIdentityCheckInterval;
   }
-  if (probe_db_ && (id->dev != probe_file_dev_ || id->ino != probe_file_ino_)) close_probe();
-  if (!probe_db_ && !open_probe(id->dev, id->ino)) return std::nullopt;
 
+  if (probe_shm_) {
+    if (auto v = wal_index_version()) return v;
+  }
+
+  // The portable way: PRAGMA data_version changes whenever another connection (in any
+  // process) has committed. It starts a read transaction, which costs a few system calls.
+  SleepDeadline no_sleep(now);
   int rc = sqlite3_step(probe_stmt_);
   std::int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(probe_stmt_, 0) : 0;
   sqlite3_reset(probe_stmt_);
@@ -484,8 +679,9 @@ std::optional<std::uint64_t> SqliteBackend::data_version() {
   }
   // data_version values are only comparable within one probe connection; the epoch (bumped on
   // every reopen) keeps a reopened probe from repeating a number an older one already gave.
+  // The top bit stays clear so these numbers never equal a WAL-header version.
   constexpr std::uint64_t low_mask = (std::uint64_t{1} << 40) - 1;
-  return (probe_epoch_ << 40) | (static_cast<std::uint64_t>(v) & low_mask);
+  return ((probe_epoch_ << 40) | (static_cast<std::uint64_t>(v) & low_mask)) & ~kWalVersionTag;
 }
 
 std::string SqliteBackend::describe() const { return "sqlite:" + path_; }

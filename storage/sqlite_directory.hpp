@@ -2,9 +2,11 @@
 // one sqlite3 handle per DirectoryConnection (one per pool thread), busy timeout and a
 // progress handler bounded by each request's deadline.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "storage/directory.hpp"
@@ -24,7 +26,11 @@ class SqliteBackend final : public DirectoryBackend {
   // cannot be opened yet the daemon still starts and answers temporary failures.
   void prepare_schema();
 
+  // Opens the existing file (never creates it: a missing file throws "database file missing").
   std::unique_ptr<DirectoryConnection> connect() override;
+  // In WAL mode, a hash of the WAL-index header in the -shm file (rewritten by every commit,
+  // from any process), read without a system call; otherwise PRAGMA data_version. A deleted or
+  // replaced file is noticed within 250 ms.
   std::optional<std::uint64_t> data_version() override;
   std::string describe() const override;
 
@@ -35,13 +41,21 @@ class SqliteBackend final : public DirectoryBackend {
   sqlite3* probe_db_ = nullptr;
   sqlite3_stmt* probe_stmt_ = nullptr;
   // Which file the probe has open (st_dev/st_ino), and how many times it has been (re)opened:
-  // PRAGMA data_version is only comparable within one connection, so the epoch goes into the
-  // number, and a file replaced under the same name is noticed and reopened.
+  // versions are only comparable within one probe connection, so the epoch goes into the
+  // number, and a file replaced under the same name is noticed (within a short interval) and
+  // reopened.
   std::uint64_t probe_file_dev_ = 0;
   std::uint64_t probe_file_ino_ = 0;
   std::uint64_t probe_epoch_ = 0;
+  Clock::time_point probe_next_identity_check_{};
+  // Read-only view of the WAL-index header in the -shm file, when the database is in WAL mode:
+  // it changes on every commit and can be read without a system call (see data_version()).
+  const volatile unsigned char* probe_shm_ = nullptr;
+  std::size_t probe_shm_len_ = 0;
   void close_probe();
   bool open_probe(std::uint64_t dev, std::uint64_t ino);
+  void map_probe_shm();
+  std::optional<std::uint64_t> wal_index_version() const;
 };
 
 // The SQL that creates the default schema (DESIGN.md §3); exposed for the admin tool and tests.
