@@ -25,6 +25,7 @@ namespace {
 
 constexpr std::size_t initial_read_buffer = 16 * 1024;
 constexpr std::size_t max_open_transactions = 1000;
+constexpr auto backstop_grace = std::chrono::milliseconds(500);
 
 // Shared by all sessions; read-only after start except the counters.
 struct ServerState {
@@ -41,7 +42,8 @@ class Session : public std::enable_shared_from_this<Session> {
         idle_timer_(socket_.get_executor()),
         resume_timer_(socket_.get_executor()),
         state_(state),
-        id_(state.next_connection_id++) {
+        id_(state.next_connection_id++),
+        backstop_timer_(socket_.get_executor()) {
     buffer_.resize(initial_read_buffer);
   }
   ~Session() { --state_.connections; }
@@ -54,14 +56,16 @@ class Session : public std::enable_shared_from_this<Session> {
 
  private:
   // Where a reply goes: in async-id mode straight out with its id, in FIFO mode into the slot
-  // that keeps arrival order.
+  // that keeps arrival order. Every reply-bearing request has a slot until it is answered.
   struct Ticket {
     std::uint64_t seq = 0;
     std::optional<std::uint32_t> async_id;
   };
-  struct FifoSlot {
-    bool ready = false;
-    std::string bytes;
+  struct Slot {
+    std::chrono::steady_clock::time_point deadline;
+    std::optional<std::uint32_t> async_id;
+    bool done = false;
+    std::string bytes;  // FIFO mode: the reply, waiting for the ones before it
   };
 
   asio::awaitable<void> read_loop() {
@@ -235,10 +239,42 @@ class Session : public std::enable_shared_from_this<Session> {
       t.async_id = next_async_id_++;
       if (next_async_id_ == 0) next_async_id_ = 1;  // ids are positive
       dict::append_async_id(out_, *t.async_id);
-    } else {
-      fifo_.emplace_back();
     }
+    // The pool answers by the request deadline itself; this later one only catches a worker
+    // stuck outside the database's control, so that every request still gets its one answer.
+    auto deadline = std::chrono::steady_clock::now() + state_.config.request_timeout + backstop_grace;
+    slots_.push_back(Slot{deadline, t.async_id, false, {}});
+    if (!backstop_armed_) arm_backstop(deadline);
     return t;
+  }
+
+  void arm_backstop(std::chrono::steady_clock::time_point when) {
+    backstop_armed_ = true;
+    backstop_timer_.expires_at(when);
+    backstop_timer_.async_wait([self = shared_from_this()](const boost::system::error_code&) {
+      self->backstop_armed_ = false;
+      self->on_backstop();
+    });
+  }
+
+  void on_backstop() {
+    if (closed_) return;
+    auto now = std::chrono::steady_clock::now();
+    for (std::size_t i = 0; i < slots_.size() && slots_[i].deadline <= now; ++i) {
+      if (slots_[i].done) continue;
+      spdlog::error("conn {}: no answer from the directory within the request timeout; failing the request", id_);
+      Ticket t{slots_base_seq_ + i, slots_[i].async_id};
+      std::string bytes;
+      dict::append_lookup_failed(bytes, t.async_id, "maildict: request timed out");
+      complete(t, std::move(bytes));
+      if (closed_) return;
+    }
+    for (const auto& slot : slots_) {
+      if (!slot.done) {
+        arm_backstop(slot.deadline);
+        break;
+      }
+    }
   }
 
   std::string encode(const Ticket& t, const LookupAnswer& a) const {
@@ -267,17 +303,18 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void complete(const Ticket& t, std::string bytes) {
-    if (closed_) return;
+    if (closed_ || t.seq < slots_base_seq_) return;
+    Slot& slot = slots_[t.seq - slots_base_seq_];
+    if (slot.done) return;  // already failed by the backstop; the late answer is dropped
+    slot.done = true;
     --pending_;
-    if (t.async_id) {
-      out_ += bytes;
-    } else {
-      fifo_[t.seq - fifo_base_seq_] = FifoSlot{true, std::move(bytes)};
-      while (!fifo_.empty() && fifo_.front().ready) {
-        out_ += fifo_.front().bytes;
-        fifo_.pop_front();
-        ++fifo_base_seq_;
-      }
+    if (t.async_id) out_ += bytes;
+    else slot.bytes = std::move(bytes);
+    // In FIFO mode replies leave strictly in arrival order; in async mode they already left.
+    while (!slots_.empty() && slots_.front().done) {
+      out_ += slots_.front().bytes;
+      slots_.pop_front();
+      ++slots_base_seq_;
     }
     if (reader_waiting_) resume_timer_.cancel();
     flush();
@@ -327,6 +364,7 @@ class Session : public std::enable_shared_from_this<Session> {
     socket_.close(ignored);
     idle_timer_.cancel();
     resume_timer_.cancel();
+    backstop_timer_.cancel();
   }
 
   stream_protocol::socket socket_;
@@ -343,9 +381,11 @@ class Session : public std::enable_shared_from_this<Session> {
 
   std::optional<dict::ReplyStyle> style_;
   std::uint32_t next_async_id_ = 1;
-  std::uint64_t next_seq_ = 0, fifo_base_seq_ = 0;
+  std::uint64_t next_seq_ = 0, slots_base_seq_ = 0;
   unsigned pending_ = 0;
-  std::deque<FifoSlot> fifo_;
+  std::deque<Slot> slots_;
+  asio::steady_timer backstop_timer_;
+  bool backstop_armed_ = false;
   std::unordered_set<std::uint32_t> transactions_;
 };
 
