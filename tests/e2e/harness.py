@@ -15,10 +15,13 @@ What is here:
                              instance name; IMAP on a free loopback port when asked) whose
                              passdb/userdb are the shipped packaging/dovecot snippets pointed at
                              the test's maildictd socket
-  * doveadm()                `doveadm -c CONF ...` -> (rc, stdout, stderr)
+  * doveadm()                `doveadm -c CONF ...` -> (rc, stdout, stderr); parse_auth_test()
+                             and parse_doveadm_user() read its output
   * DictClient               a raw dict-protocol client (bytes in, reply lines out, timeouts)
                              and ReplyMatcher, which pairs replies with commands by the rules
                              of specs/dovecot.md §1.4 (`*n` / `+n` async ids, or plain FIFO)
+
+MAILDICT_MAILDICTD / MAILDICT_ADMIN override the programs under test (e.g. a sanitizer build).
 
 Every process started here is also registered for cleanup at interpreter exit and gets
 PR_SET_PDEATHSIG, so nothing outlives a failed or killed test.
@@ -26,7 +29,6 @@ PR_SET_PDEATHSIG, so nothing outlives a failed or killed test.
 
 import atexit
 import ctypes
-import errno
 import json
 import os
 import pwd
@@ -101,13 +103,16 @@ def log(*args):
 _live_processes = {}   # pid -> (Popen, description)
 
 
+try:
+    _libc = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:
+    _libc = None
+
+
 def _set_pdeathsig():
     # Runs in the child between fork and exec: die with the test process (best effort).
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)   # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+    if _libc is not None:
+        _libc.prctl(1, signal.SIGTERM, 0, 0, 0)   # PR_SET_PDEATHSIG
 
 
 def spawn(argv, description, **kw):
@@ -135,20 +140,33 @@ def kill_and_wait(proc, sig=signal.SIGTERM, timeout=STOP_TIMEOUT):
             proc.kill()
             proc.wait(timeout=timeout)
     _forget(proc)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            try:
+                pipe.close()
+            except OSError:
+                pass
     return proc.returncode
 
 
+_live_tempdirs = []
+
+
 @atexit.register
-def _cleanup_processes():
-    for pid, (proc, what) in list(_live_processes.items()):
+def _cleanup_at_exit():
+    for pid, (proc, what) in reversed(list(_live_processes.items())):   # newest first
         if proc.poll() is None:
             log("cleanup: stopping %s (pid %d)" % (what, pid))
             kill_and_wait(proc, timeout=10)
+    for t in list(_live_tempdirs):
+        t.cleanup()
 
 
 def _on_sigterm(signum, frame):
-    # CTest's timeout or a user's kill: run the atexit cleanup.
-    sys.exit(128 + signum)
+    # CTest's timeout or a user's kill. KeyboardInterrupt (unlike SystemExit) is not caught by
+    # unittest, so the run stops here; the atexit handler then stops our processes.
+    signal.signal(signum, signal.SIG_DFL)
+    raise KeyboardInterrupt("signal %d" % signum)
 
 
 signal.signal(signal.SIGTERM, _on_sigterm)
@@ -200,6 +218,19 @@ def unix_socket_accepts(path):
         s.close()
 
 
+def unix_connections(path):
+    """How many connected sockets carry the bound name `path`: on Linux each connection a
+    UNIX listener accepted shows up in /proc/net/unix under the listener's path (state 03)."""
+    n = 0
+    with open("/proc/net/unix") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 8 and fields[7] == path and fields[5] == "03":
+                n += 1
+    return n
+
+
 def tail(path, n=60):
     try:
         with open(path, "rb") as f:
@@ -217,6 +248,7 @@ class TempDir:
     def __init__(self, prefix="maildict-e2e-"):
         self.path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
         os.chmod(self.path, 0o755)
+        _live_tempdirs.append(self)
 
     def join(self, *parts):
         return os.path.join(self.path, *parts)
@@ -229,6 +261,10 @@ class TempDir:
         return False
 
     def cleanup(self):
+        if self in _live_tempdirs:
+            _live_tempdirs.remove(self)
+        else:
+            return   # already done
         if os.environ.get("MAILDICT_E2E_KEEP"):
             log("keeping", self.path)
             return
@@ -306,6 +342,10 @@ class Maildictd:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self):
+        rc, out, err = check_config(self.conf_path)
+        if rc != 0:
+            raise AssertionError("maildictd --check-config rejects %s (%d): %s%s"
+                                 % (self.conf_path, rc, out, err))
         logf = open(self.log_path, "ab")
         try:
             self.proc = spawn([maildictd_path(), "-c", self.conf_path], "maildictd",
@@ -557,6 +597,20 @@ class Dovecot:
         except OSError:
             return ""
 
+    def log_lines_for(self, rip, expect, timeout=30):
+        """Dovecot's log lines about one auth attempt, identified by its remote IP (doveadm
+        auth test -x rip=...). Dovecot's log process writes asynchronously, so this waits (up to
+        `timeout`) for a line containing `expect`; it returns the lines either way."""
+        def lines():
+            return [l for l in self.log_text().splitlines() if "," + rip + ")" in l]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = lines()
+            if any(expect in l for l in got):
+                return got
+            time.sleep(0.1)
+        return lines()
+
     def __enter__(self):
         return self
 
@@ -732,7 +786,7 @@ class DictClient:
         """Sends L and returns the reply field (e.g. b'O{...}', b'N', b'Fmsg'), unescaped,
         accepting both FIFO and async-id style. Only for use with nothing else pending."""
         self.send(b"L" + escape(key) + b"\t" + escape(user) + b"\n")
-        return self.read_reply(timeout)[0]
+        return self.read_reply(timeout)[0][0]
 
     def read_reply(self, timeout=None):
         """Reads one complete non-iteration reply; returns (fields, async_id or None).
@@ -753,18 +807,43 @@ class ReplyMatcher:
     """Pairs reply lines with pending reply-bearing commands exactly as Dovecot's 2.3 client
     does (specs/dovecot.md §1.4): `*n` gives id n to the oldest pending command without an
     id; `+n\t...` goes to the command with id n; a plain line goes to the oldest pending
-    command. Any violation raises AssertionError (Dovecot would disconnect)."""
+    command. An iteration (kind "I") takes rows (`O<key>\t<value>...`) until a line whose
+    first field is empty (end) or an `F` line. Any violation raises AssertionError (Dovecot
+    would disconnect).
+
+    results[tag] = the unescaped reply fields for L/C; for I a dict {"rows": [fields...],
+    "end": fields} where end[0] is b"" on success or b"F..." on failure."""
 
     def __init__(self):
-        self.pending = []        # [tag, async_id or None] in command order
+        self.pending = []        # [tag, kind, async_id or None, rows] in command order
         self.by_id = {}
         self.used_ids = set()
-        self.results = {}        # tag -> list of reply fields (unescaped)
+        self.results = {}
         self.saw_async = False
         self.saw_plain = False
 
-    def expect(self, tag):
-        self.pending.append([tag, None])
+    def expect(self, tag, kind="L"):
+        assert kind in ("L", "I", "C")
+        self.pending.append([tag, kind, None, []])
+
+    def _deliver(self, entry, fields):
+        tag, kind, aid, rows = entry
+        if kind == "I":
+            first = fields[0]
+            if first.startswith(b"O"):
+                assert len(fields) >= 2, "iteration row without TAB after the key: %r" % fields
+                rows.append(fields)
+                return
+            assert first == b"" or first.startswith(b"F"), \
+                "bad iteration reply line %r" % (fields,)
+            self.results[tag] = {"rows": rows, "end": fields}
+        else:
+            assert fields[0][:1] in (b"O", b"N", b"F", b"M", b"W"), \
+                "unknown reply code in %r" % (fields,)
+            self.results[tag] = fields
+        self.pending.remove(entry)
+        if aid is not None:
+            del self.by_id[aid]
 
     def feed(self, line: bytes):
         if line.startswith(b"*"):
@@ -772,8 +851,8 @@ class ReplyMatcher:
             assert n > 0, "async id must be > 0: %r" % line
             assert n not in self.used_ids, "async id %d reused" % n
             for entry in self.pending:
-                if entry[1] is None:
-                    entry[1] = n
+                if entry[2] is None:
+                    entry[2] = n
                     self.by_id[n] = entry
                     self.used_ids.add(n)
                     break
@@ -784,25 +863,24 @@ class ReplyMatcher:
         if line.startswith(b"+"):
             n_text, _, rest = line[1:].partition(b"\t")
             n = int(n_text)
-            assert n in self.by_id, "+%d reply for unknown id (pending %r)" % (n, self.pending[:3])
-            entry = self.by_id.pop(n)
-            self.pending.remove(entry)
-            self.results[entry[0]] = [unescape(f) for f in rest.split(b"\t")]
+            assert n in self.by_id, "+%d reply for an unknown id" % n
+            self._deliver(self.by_id[n], [unescape(f) for f in rest.split(b"\t")])
             self.saw_async = True
             return
-        assert self.pending, "reply without pending command: %r" % line
+        assert self.pending, "reply without pending command: %r" % line[:200]
         entry = self.pending[0]
-        assert entry[1] is None, "plain reply %r while the oldest command has id %s" \
-            % (line, entry[1])
-        self.pending.pop(0)
-        self.results[entry[0]] = [unescape(f) for f in line.split(b"\t")]
+        assert entry[2] is None, "plain reply %r while the oldest command has id %s" \
+            % (line[:200], entry[2])
+        self._deliver(entry, [unescape(f) for f in line.split(b"\t")])
         self.saw_plain = True
 
     def done(self):
         return not self.pending
 
 
-def reply_json(fields):
-    """An O reply's value parsed as JSON."""
-    assert fields and fields[0].startswith(b"O"), "expected an O reply, got %r" % (fields,)
-    return json.loads(fields[0][1:].decode())
+def reply_json(reply):
+    """An O reply's value (bytes, or a list of reply fields) parsed as JSON."""
+    if isinstance(reply, list):
+        reply = reply[0] if reply else b""
+    assert reply.startswith(b"O"), "expected an O reply, got %r" % (reply,)
+    return json.loads(reply[1:].decode())
