@@ -23,7 +23,7 @@ struct Config {
   unsigned db_connections = 4;
   std::size_t max_queued_requests = 10000;
   // threads and limits
-  unsigned io_threads = 0;             // 0: one per CPU core
+  unsigned io_threads = 0;             // 0: half the CPU cores, at least one
   std::chrono::milliseconds request_timeout{2000};
   std::chrono::milliseconds idle_timeout{300000};
   std::size_t max_line_length = 65536;

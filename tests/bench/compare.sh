@@ -95,6 +95,7 @@ default_uid = vmail
 default_gid = vmail
 default_home = /var/vmail/%d/%n
 default_mail = maildir:~/Maildir
+${MAILDICT_CONF_EXTRA:-}
 CONF
   "$BUILD/maildictd" -c "$T/maildict.conf" 2> "$T/maildictd.log" &
   MAILDICT_PID=$!
