@@ -11,6 +11,7 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <spdlog/spdlog.h>
 #include <thread>
 #include <unordered_set>
@@ -497,6 +498,17 @@ void DictServer::run(LookupService& service) {
     impl.acceptor->close(ignored);
     for (auto& ctx : impl.contexts) ctx->stop();
   });
+  // SIGHUP (systemctl reload, log rotation) must not kill the daemon. The configuration is
+  // read once at start; a reload empties the answer cache, which is all there is to refresh.
+  asio::signal_set hangup(*impl.contexts[0], SIGHUP);
+  std::function<void(const boost::system::error_code&, int)> on_hangup =
+      [&](const boost::system::error_code& ec, int) {
+        if (ec) return;
+        service.clear_cache();
+        spdlog::info("received SIGHUP; answer cache emptied (restart to apply configuration changes)");
+        hangup.async_wait(on_hangup);
+      };
+  hangup.async_wait(on_hangup);
   asio::co_spawn(*impl.contexts[0], impl.accept_loop(), asio::detached);
 
   spdlog::info("serving the dict protocol on {} with {} I/O thread(s)", impl.config.socket_path, impl.contexts.size());

@@ -28,6 +28,9 @@ class LookupService {
   // otherwise returns nullopt and calls `done` later, on a pool thread, exactly once.
   std::optional<LookupAnswer> lookup(std::string_view key, std::function<void(LookupAnswer)> done);
 
+  // Forgets every cached answer (SIGHUP).
+  void clear_cache() { cache_.clear(); }
+
   // Answers an iteration; `done` is called exactly once (maybe at once, on the caller's thread).
   void iterate(const dict::Iterate& request, std::function<void(IterateAnswer)> done);
 

@@ -37,7 +37,7 @@ Options:
   -V, --version       print the version and exit
   -h, --help          print this help and exit
 
-Signals: SIGTERM or SIGINT stop the daemon cleanly.
+Signals: SIGTERM or SIGINT stop the daemon cleanly; SIGHUP empties the answer cache.
 Example: printf 'H3\t2\t0\t\tmaildict\nLshared/passdb/john@example.org\t\n' |
            socat -t1 - UNIX-CONNECT:/run/maildict/dict.sock
 )",

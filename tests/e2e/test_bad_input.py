@@ -12,6 +12,7 @@ thread and must always get correct answers; at the end maildictd is alive, exits
 and its debug log holds no password or hash.
 """
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -223,6 +224,18 @@ class Refusals(Base):
             c.sock.shutdown(socket.SHUT_WR)
             data = c.wait_closed(timeout=60)
             self.assertNotIn(b"O{", data)
+
+    def test_sighup_keeps_the_daemon_serving(self):
+        # SIGHUP (systemctl reload, log rotation) must not kill maildictd; it empties the cache.
+        with self.client() as c:
+            check_john_passdb(c.lookup(JOHN))
+            os.kill(MAILDICTD.pid, signal.SIGHUP)
+            deadline = time.time() + 30
+            while "received SIGHUP" not in open(MAILDICTD.log_path, errors="replace").read():
+                self.assertLess(time.time(), deadline, "no SIGHUP line in the log")
+                time.sleep(0.05)
+            self.assertTrue(MAILDICTD.alive())
+            check_john_passdb(c.lookup(JOHN))
 
     def test_many_abandoned_connections(self):
         socks = []
