@@ -140,6 +140,12 @@ const std::map<std::string, Setter, std::less<>>& setters() {
          c.defaults.home = v;
        }},
       {"default_mail", [](Config& c, std::string_view v) { c.defaults.mail = v; }},
+      {"recipient_delimiter", [](Config& c, std::string_view v) {
+         // '@' would cut every address; whitespace and controls never appear in a local part.
+         for (unsigned char ch : v)
+           if (ch == '@' || ch < 0x21 || ch == 0x7f) throw BadValue{"must be printable characters other than '@'"};
+         c.defaults.recipient_delimiter = v;
+       }},
       {"log_level", [](Config& c, std::string_view v) {
          if (!valid_log_level(v)) throw BadValue{"expected trace, debug, info, warn, error, critical or off"};
          c.log_level = v;

@@ -24,7 +24,12 @@ Commands:
                             (bob-secret), nopw@example.net (no login), eve@example.org
                             (disabled), ghost@disabled.example (domain disabled); aliases
                             postmaster@example.org (two destinations), sales@example.org and a
-                            catch-all for example.net. --bulk N adds user1..userN@bulk.example
+                            catch-all for example.net; john may also send as sales@example.org.
+                            For smtpd: relay label relay1 (relayuser / relaypass), netaddr
+                            127.0.0.0/8, ::1 and local, addrname 127.0.0.1 -> mail.example.org,
+                            source 127.0.0.1, relayhost relay.example ->
+                            smtp+tls://relay1@smtp.relay.example:587.
+                            --bulk N adds user1..userN@bulk.example
                             (password bulk-secret) for benchmarks.
   hash [--scheme S]         read a password from stdin (first line) and print its hash for
                             the users.password column. S: bcrypt (default) or sha512-crypt.

@@ -23,8 +23,9 @@ std::optional<LookupAnswer> LookupService::lookup(std::string_view key,
   auto question = dict::classify_lookup_key(key);
   if (std::holds_alternative<dict::UnmappedKey>(question))
     return LookupAnswer::failed("maildict: unmapped key: " + printable_excerpt(key));
-  if (std::holds_alternative<dict::SmtpdQuestion>(question))
-    return LookupAnswer::failed("maildict: smtpd keys are not served by this version");
+  // No database work (and no cache entry) for a service that has no data behind it.
+  if (auto* smtpd = std::get_if<dict::SmtpdQuestion>(&question); smtpd && !smtpd_service_served(smtpd->service))
+    return LookupAnswer::failed("maildict: smtpd service not served: " + printable_excerpt(smtpd->service, 64));
 
   // The version is read before the query: if the data changes while the query runs, the entry
   // carries the older version and the next lookup misses, which is the safe direction.

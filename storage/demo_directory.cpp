@@ -138,6 +138,22 @@ void insert_named_rows(DemoWriter& w) {
   w.run(sender.get(), {"john@example.org", "sales@example.org"});
 }
 
+// What a demo smtpd needs besides users and aliases (specs/smtpd-tables.md §5.2): a relay
+// label, the loopback networks for `from src`, a banner name, a source address and a relay
+// route. INSERT OR IGNORE, so running the demo again completes an older demo database.
+void insert_smtpd_rows(DemoWriter& w) {
+  auto relay = w.prepare("INSERT OR IGNORE INTO relay_credentials (label, username, password) VALUES (?1, ?2, ?3)");
+  w.run(relay.get(), {"relay1", "relayuser", "relaypass"});
+
+  auto value = w.prepare("INSERT OR IGNORE INTO smtpd_values (service, key, value) VALUES (?1, ?2, ?3)");
+  w.run(value.get(), {"netaddr", "127.0.0.0/8", "127.0.0.0/8"});
+  w.run(value.get(), {"netaddr", "::1", "::1"});
+  w.run(value.get(), {"netaddr", "local", "local"});
+  w.run(value.get(), {"addrname", "127.0.0.1", "mail.example.org"});
+  w.run(value.get(), {"source", "", "127.0.0.1"});
+  w.run(value.get(), {"relayhost", "relay.example", "smtp+tls://relay1@smtp.relay.example:587"});
+}
+
 void insert_bulk_users(DemoWriter& w, std::size_t count) {
   auto domain = w.prepare("INSERT OR IGNORE INTO domains (domain, active) VALUES ('bulk.example', 1)");
   w.step(domain.get());
@@ -169,6 +185,7 @@ void create_demo_directory(const std::string& path, std::size_t bulk_users) {
   w.exec("BEGIN IMMEDIATE");
   try {
     if (!w.exists("SELECT 1 FROM domains WHERE domain = 'example.org'")) insert_named_rows(w);
+    insert_smtpd_rows(w);
     if (bulk_users > 0) insert_bulk_users(w, bulk_users);
     w.exec("COMMIT");
   } catch (...) {

@@ -1,6 +1,7 @@
 // The demo directory that the README's "run" command serves: two domains, users with known
 // passwords in bcrypt and SHA512-CRYPT, an alias with two destinations, a catch-all, an alias
-// domain and a disabled user. Also used by the tests and (with `bulk_users`) by the benchmark.
+// domain and a disabled user, plus the few smtpd rows (relay label relay1, smtpd_values). Also
+// used by the tests and (with `bulk_users`) by the benchmark.
 #pragma once
 #include <cstddef>
 #include <string>

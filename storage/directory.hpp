@@ -53,6 +53,29 @@ struct UserDefaults {
   std::string gid = "vmail";
   std::string home = "/var/vmail/%d/%n";
   std::string mail = "";
+  // Sub-address delimiters (any one of these characters): "john+lists@example.org" reaches
+  // john@example.org. Empty turns sub-addressing off.
+  std::string recipient_delimiter = "+";
+};
+
+// What smtpd's userbase needs (specs/smtpd-tables.md §5.3 USERINFO). smtpd cannot resolve names,
+// so uid and gid are always decimal here, unlike UserdbEntry.
+struct UserInfo {
+  std::string uid;
+  std::string gid;
+  std::string home;
+};
+
+// What smtpd's listener AUTH needs: a hash its own crypt(3) verifies, so no {SCHEME} prefix.
+struct LoginHash {
+  std::string login;  // canonical user@domain
+  std::string hash;
+};
+
+// Clear-text credentials smtpd presents to an outgoing relay (`relay host URL auth <table>`).
+struct RelayCredential {
+  std::string username;
+  std::string password;
 };
 
 // One database connection's worth of questions. Calls block; they run on the pool's threads.
@@ -65,6 +88,49 @@ class DirectoryConnection {
   virtual Result<UserdbEntry> userdb(std::string_view login, Deadline deadline) = 0;
   // Every active user of every active domain, ordered by domain then local part.
   virtual Result<std::vector<UserdbEntry>> users(Deadline deadline) = 0;
+
+  // ---- smtpd's questions (DESIGN.md §3, specs/smtpd-tables.md §5) ----------------------------
+  // They have default bodies that fail temporarily, so a backend (or a test double) that does
+  // not answer them yet makes smtpd defer, never bounce.
+
+  // An active domain (alias domains included); found carries the lower-cased name.
+  virtual Result<std::string> domain_exists(std::string_view domain, Deadline deadline) {
+    return Result<std::string>::temp_fail("smtpd lookups are not supported by this directory backend");
+  }
+  // Recipient resolution of DESIGN.md §3 for a full "user@domain" (sub-address stripped). Found:
+  // one item per destination, a local user as its delivery name ("john_example.org"), anything
+  // else as written. Keys that are not a full address are not found.
+  virtual Result<std::vector<std::string>> resolve_recipient(std::string_view address, Deadline deadline) {
+    return Result<std::vector<std::string>>::temp_fail("smtpd lookups are not supported by this directory backend");
+  }
+  // An active user named in either spelling.
+  virtual Result<UserInfo> userinfo(std::string_view name, Deadline deadline) {
+    return Result<UserInfo>::temp_fail("smtpd lookups are not supported by this directory backend");
+  }
+  // An active user with a password crypt(3) can verify; no password (or one in a scheme crypt
+  // cannot check) is not found, so smtpd refuses the login instead of deferring it forever.
+  virtual Result<LoginHash> credentials(std::string_view login, Deadline deadline) {
+    return Result<LoginHash>::temp_fail("smtpd lookups are not supported by this directory backend");
+  }
+  virtual Result<RelayCredential> relay_credential(std::string_view label, Deadline deadline) {
+    return Result<RelayCredential>::temp_fail("smtpd lookups are not supported by this directory backend");
+  }
+  // The addresses an active login may send as: its own, its sender_logins rows and the active
+  // aliases whose only destination it is. Own address first, no duplicates.
+  virtual Result<std::vector<std::string>> sender_addresses(std::string_view login, Deadline deadline) {
+    return Result<std::vector<std::string>>::temp_fail("smtpd lookups are not supported by this directory backend");
+  }
+  // The smtpd_values rows for (service, key), in insertion order: the operator-managed lists
+  // for netaddr, addrname, source and relayhost.
+  virtual Result<std::vector<std::string>> smtpd_values(std::string_view service, std::string_view key,
+                                                        Deadline deadline) {
+    return Result<std::vector<std::string>>::temp_fail("smtpd lookups are not supported by this directory backend");
+  }
+  // Every key of one service in smtpd_values (netaddr checks match CIDR blocks, which an exact
+  // lookup cannot).
+  virtual Result<std::vector<std::string>> smtpd_keys(std::string_view service, Deadline deadline) {
+    return Result<std::vector<std::string>>::temp_fail("smtpd lookups are not supported by this directory backend");
+  }
 
   // False once the connection has failed in a way that needs a fresh one (the pool reopens it).
   virtual bool healthy() const = 0;

@@ -34,6 +34,21 @@ std::optional<MailboxName> split_login(std::string_view login) {
   return MailboxName{lowered(local), lowered(domain)};
 }
 
+std::optional<MailboxName> split_address(std::string_view address, std::string_view delimiters) {
+  for (char c : address)
+    if (forbidden_char(static_cast<unsigned char>(c))) return std::nullopt;
+  auto at = address.rfind('@');
+  if (at == std::string_view::npos) return std::nullopt;
+  auto local = address.substr(0, at);
+  auto domain = address.substr(at + 1);
+  if (local.empty() || domain.empty()) return std::nullopt;
+  if (!delimiters.empty()) {
+    auto cut = local.find_first_of(delimiters);
+    if (cut != std::string_view::npos && cut > 0) local = local.substr(0, cut);
+  }
+  return MailboxName{lowered(local), lowered(domain)};
+}
+
 std::string expand_template(std::string_view tmpl, const MailboxName& name) {
   std::string out;
   out.reserve(tmpl.size() + name.local_part.size() + name.domain.size());

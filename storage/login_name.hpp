@@ -19,6 +19,15 @@ struct MailboxName {
 // another ASCII control character (DEL included).
 std::optional<MailboxName> split_login(std::string_view login);
 
+// Splits a recipient address for smtpd's alias lookups: only a full "local@domain" (at the last
+// '@'), lower-cased, with the sub-address cut off at the first of `delimiters` (a delimiter in
+// first position is kept: "+x@d" has no base to reach). Same character rules as split_login.
+std::optional<MailboxName> split_address(std::string_view address, std::string_view delimiters);
+
+// The delivery name smtpd hands back to its userbase: "john_doe_example.org". split_login
+// turns it back into the same user.
+inline std::string delivery_name(const MailboxName& name) { return name.local_part + "_" + name.domain; }
+
 // Expands %u, %n, %d and %% in a home/mail template. Any other %x is kept as written.
 std::string expand_template(std::string_view tmpl, const MailboxName& name);
 

@@ -65,6 +65,30 @@ std::string with_scheme_prefix(std::string_view stored) {
   return out;
 }
 
+std::optional<std::string> crypt_hash_for_smtpd(std::string_view stored) {
+  std::string_view hash = stored;
+  if (starts_with(hash, "{")) {
+    auto close = hash.find('}');
+    if (close == std::string_view::npos) return std::nullopt;
+    auto scheme = hash.substr(1, close - 1);
+    bool crypt_family = false;
+    for (std::string_view s : {"crypt", "blf-crypt", "sha256-crypt", "sha512-crypt", "md5-crypt", "des-crypt"})
+      crypt_family = crypt_family || iequals(scheme, s);
+    if (!crypt_family) return std::nullopt;
+    hash = hash.substr(close + 1);
+  }
+  if (hash.empty() || hash.find('\0') != std::string_view::npos) return std::nullopt;
+  std::string out(hash);
+  // libxcrypt computes $2y$ exactly as $2b$; smtpd's issue asks for the canonical spelling.
+  if (starts_with(out, "$2y$")) out[2] = 'b';
+  // Asks this host's libcrypt, the one smtpd's crypt_checkpass uses, rather than a list of our
+  // own that could disagree with it (yescrypt, scrypt, legacy DES...).
+  int check = crypt_checksalt(out.c_str());
+  if (check != CRYPT_SALT_OK && check != CRYPT_SALT_METHOD_LEGACY && check != CRYPT_SALT_TOO_CHEAP)
+    return std::nullopt;
+  return out;
+}
+
 std::string hash_password(std::string_view password, std::string_view scheme) {
   // crypt() takes a C string: an embedded NUL would silently hash a shorter password.
   if (password.find('\0') != std::string_view::npos)

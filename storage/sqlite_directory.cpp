@@ -6,10 +6,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <grp.h>
+#include <pwd.h>
+
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
+#include <vector>
 
 #include "storage/login_name.hpp"
 #include "storage/password_scheme.hpp"
@@ -63,13 +68,32 @@ CREATE TABLE sender_logins (
   address TEXT NOT NULL,
   PRIMARY KEY (login, address)
 );
--- Credentials smtpd uses towards relays (a later capability).
+-- Credentials smtpd presents to outgoing relays: `relay host smtp+tls://LABEL@host auth <t>`
+-- asks credentials/LABEL. password is clear text (smtpd sends it in AUTH PLAIN).
 CREATE TABLE relay_credentials (
   label    TEXT PRIMARY KEY NOT NULL,
   username TEXT NOT NULL,
   password TEXT NOT NULL
 );
 PRAGMA user_version = 1;
+)SQL";
+
+// Added to version 1 without a version bump: only new objects, so an older maildict keeps
+// working on a database that has them, and prepare_schema adds them to older databases.
+const char kSmtpdSchemaSql[] = R"SQL(
+-- The small operator-managed lists smtpd asks for that are not users or aliases (see
+-- specs/smtpd-tables.md §5.2): service 'netaddr' (key: an address, CIDR block or 'local'; a
+-- check matches), 'addrname' (key: a local address, value: the host name), 'source' (key '',
+-- values: the source addresses smtpd cycles through), 'relayhost' (key: a recipient domain,
+-- or '' for the fetched relay; value: a relay URL).
+CREATE TABLE IF NOT EXISTS smtpd_values (
+  service TEXT NOT NULL,
+  key     TEXT NOT NULL,
+  value   TEXT NOT NULL,
+  PRIMARY KEY (service, key, value)
+);
+-- mailaddrmap asks which aliases point to a login: without this, a scan of every alias.
+CREATE INDEX IF NOT EXISTS aliases_by_destination ON aliases (destination);
 )SQL";
 
 // "active = 1" rather than "<> 0": a value nobody meant as "enabled" (2, 'no', '') must not
@@ -81,6 +105,27 @@ const char kUserdbSql[] =
     "SELECT u.uid, u.gid, u.home, u.mail, u.quota_bytes FROM users u "
     "JOIN domains d ON d.domain = u.domain "
     "WHERE u.local_part = ?1 AND u.domain = ?2 AND u.active = 1 AND d.active = 1";
+// smtpd's questions. Prepared on first use, so a database whose schema predates a table still
+// answers Dovecot; only the smtpd question that needs the table fails (temporarily).
+const char kDomainRowSql[] = "SELECT active, alias_for FROM domains WHERE domain = ?1";
+const char kAliasRowsSql[] =
+    "SELECT destination FROM aliases WHERE local_part = ?1 AND domain = ?2 AND active = 1 ORDER BY rowid";
+const char kUserActiveSql[] =
+    "SELECT 1 FROM users u JOIN domains d ON d.domain = u.domain "
+    "WHERE u.local_part = ?1 AND u.domain = ?2 AND u.active = 1 AND d.active = 1";
+const char kRelaySql[] = "SELECT username, password FROM relay_credentials WHERE label = ?1";
+const char kSenderLoginsSql[] = "SELECT address FROM sender_logins WHERE login IN (?1, ?2) ORDER BY address";
+// Aliases whose only active destination is this user (in either spelling); never the catch-all,
+// which would let one user send as anyone at the domain.
+const char kSoleAliasesSql[] =
+    "SELECT a.local_part, a.domain FROM aliases a JOIN domains d ON d.domain = a.domain "
+    "WHERE a.destination IN (?1, ?2) AND a.active = 1 AND d.active = 1 AND a.local_part <> '' "
+    "AND NOT EXISTS (SELECT 1 FROM aliases o WHERE o.domain = a.domain AND o.local_part = a.local_part "
+    "AND o.active = 1 AND o.destination <> a.destination) ORDER BY a.domain, a.local_part";
+const char kSmtpdValuesSql[] =
+    "SELECT value FROM smtpd_values WHERE service = ?1 AND key = ?2 ORDER BY rowid";
+const char kSmtpdKeysSql[] = "SELECT DISTINCT key FROM smtpd_values WHERE service = ?1 ORDER BY key";
+
 const char kUsersSql[] =
     "SELECT u.local_part, u.domain, u.uid, u.gid, u.home, u.mail, u.quota_bytes FROM users u "
     "JOIN domains d ON d.domain = u.domain "
@@ -106,6 +151,33 @@ class ResetOnExit {
 
  private:
   sqlite3_stmt* s_;
+};
+
+// One snapshot for the questions that read several statements (recipient resolution, sender
+// addresses), so a commit landing between two of them cannot mix old and new rows. Best effort:
+// if BEGIN fails the statements still run, each in its own snapshot. Declared before any
+// ResetOnExit, so every statement is reset before the transaction ends; a transaction left
+// open would pin an old snapshot for good.
+class ReadTransaction {
+ public:
+  ReadTransaction(sqlite3* db, bool& healthy) : db_(db), healthy_(healthy) {
+    open_ = sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr) == SQLITE_OK;
+  }
+  ~ReadTransaction() {
+    if (!open_) return;
+    if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK)
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    // Still inside a transaction: this handle would serve an old snapshot; let the pool
+    // replace it.
+    if (!sqlite3_get_autocommit(db_)) healthy_ = false;
+  }
+  ReadTransaction(const ReadTransaction&) = delete;
+  ReadTransaction& operator=(const ReadTransaction&) = delete;
+
+ private:
+  sqlite3* db_;
+  bool& healthy_;
+  bool open_ = false;
 };
 
 struct FileId {
@@ -262,6 +334,50 @@ std::string column_text(sqlite3_stmt* s, int col) {
 
 bool column_null(sqlite3_stmt* s, int col) { return sqlite3_column_type(s, col) == SQLITE_NULL; }
 
+std::string lowered(std::string_view s) {
+  std::string out(s);
+  for (char& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return out;
+}
+
+bool has_forbidden_char(std::string_view s) {
+  for (unsigned char c : s)
+    if (c < 0x21 || c == 0x7f || c == '/') return true;
+  return false;
+}
+
+// smtpd takes uid and gid as numbers only (it never resolves names), while the directory's
+// defaults may be account names for Dovecot's sake. A name that does not resolve is a
+// temporary failure with the reason: a guessed number would deliver mail as the wrong user.
+bool numeric_id(const std::string& id, bool group, std::string& out, std::string& why) {
+  if (!id.empty() && id.size() < 11 && std::all_of(id.begin(), id.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    out = id;
+    return true;
+  }
+  std::vector<char> buf(16384);
+  int err = 0;
+  if (group) {
+    struct group gr, *found = nullptr;
+    err = ::getgrnam_r(id.c_str(), &gr, buf.data(), buf.size(), &found);
+    if (err == 0 && found) {
+      out = std::to_string(found->gr_gid);
+      return true;
+    }
+  } else {
+    struct passwd pw, *found = nullptr;
+    err = ::getpwnam_r(id.c_str(), &pw, buf.data(), buf.size(), &found);
+    if (err == 0 && found) {
+      out = std::to_string(found->pw_uid);
+      return true;
+    }
+  }
+  why = std::string(group ? "gid '" : "uid '") + id + (group ? "' is not a system group" : "' is not a system user") +
+        (err != 0 ? std::string(" (") + std::strerror(err) + ")" : std::string()) +
+        "; smtpd needs a number (set " + (group ? "default_gid" : "default_uid") + " or the column)";
+  return false;
+}
+
 // Reads uid, gid, home, mail, quota_bytes starting at column `first`.
 UserdbEntry userdb_from_row(sqlite3_stmt* s, int first, const MailboxName& name, const UserDefaults& defaults) {
   UserdbEntry e;
@@ -353,9 +469,307 @@ class SqliteConnection final : public DirectoryConnection {
     return R::found(std::move(out));
   }
 
+  // ---- smtpd's questions ---------------------------------------------------------------------
+
+  Result<std::string> domain_exists(std::string_view domain, Deadline deadline) override {
+    using R = Result<std::string>;
+    std::string name = lowered(domain);
+    if (name.empty() || has_forbidden_char(name)) return R::not_found();
+    std::string why;
+    SleepDeadline sleep_limit(deadline);
+    if (!begin(deadline, why)) return R::temp_fail(std::move(why));
+    DomainRow row;
+    int rc = read_domain(name, row, why);
+    if (rc != SQLITE_DONE) return R::temp_fail(std::move(why));
+    if (!row.exists || !row.active) return R::not_found();
+    return R::found(std::move(name));
+  }
+
+  Result<std::vector<std::string>> resolve_recipient(std::string_view address, Deadline deadline) override {
+    using R = Result<std::vector<std::string>>;
+    auto name = split_address(address, defaults_.recipient_delimiter);
+    if (!name) return R::not_found();
+    std::string why;
+    SleepDeadline sleep_limit(deadline);
+    if (!begin(deadline, why)) return R::temp_fail(std::move(why));
+    ReadTransaction snapshot(db_.get(), healthy_);
+    std::vector<std::string> out;
+    int rc = resolve(*name, /*follow_alias_domain=*/true, out, why);
+    if (rc != SQLITE_DONE) return R::temp_fail(std::move(why));
+    if (out.empty()) return R::not_found();
+    return R::found(std::move(out));
+  }
+
+  Result<UserInfo> userinfo(std::string_view login, Deadline deadline) override {
+    using R = Result<UserInfo>;
+    auto name = split_login(login);
+    if (!name) return R::not_found();
+    std::string why;
+    SleepDeadline sleep_limit(deadline);
+    if (!begin(deadline, why)) return R::temp_fail(std::move(why));
+
+    sqlite3_stmt* s = userdb_.get();
+    UserdbEntry entry;
+    {
+      ResetOnExit reset(s);
+      bind_name(s, *name);
+      int rc = sqlite3_step(s);
+      if (rc == SQLITE_DONE) return R::not_found();
+      if (rc != SQLITE_ROW) return R::temp_fail(failure(rc));
+      entry = userdb_from_row(s, 0, *name, defaults_);
+    }
+    UserInfo info;
+    if (!numeric_id(entry.uid, false, info.uid, why) || !numeric_id(entry.gid, true, info.gid, why))
+      return R::temp_fail(std::move(why));
+    info.home = std::move(entry.home);
+    return R::found(std::move(info));
+  }
+
+  Result<LoginHash> credentials(std::string_view login, Deadline deadline) override {
+    using R = Result<LoginHash>;
+    auto name = split_login(login);
+    if (!name) return R::not_found();
+    std::string why;
+    SleepDeadline sleep_limit(deadline);
+    if (!begin(deadline, why)) return R::temp_fail(std::move(why));
+
+    sqlite3_stmt* s = passdb_.get();
+    ResetOnExit reset(s);
+    bind_name(s, *name);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) return R::not_found();
+    if (rc != SQLITE_ROW) return R::temp_fail(failure(rc));
+    if (column_null(s, 0)) return R::not_found();
+    auto hash = crypt_hash_for_smtpd(column_text(s, 0));
+    if (!hash) return R::not_found();
+    return R::found(LoginHash{name->canonical(), std::move(*hash)});
+  }
+
+  Result<RelayCredential> relay_credential(std::string_view label, Deadline deadline) override {
+    using R = Result<RelayCredential>;
+    std::string key = lowered(label);
+    if (key.empty()) return R::not_found();
+    std::string why;
+    SleepDeadline sleep_limit(deadline);
+    if (!begin(deadline, why)) return R::temp_fail(std::move(why));
+    sqlite3_stmt* s = statement(relay_, kRelaySql, why);
+    if (!s) return R::temp_fail(std::move(why));
+    ResetOnExit reset(s);
+    bind_text(s, 1, key);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) return R::not_found();
+    if (rc != SQLITE_ROW) return R::temp_fail(failure(rc));
+    return R::found(RelayCredential{column_text(s, 0), column_text(s, 1)});
+  }
+
+  Result<std::vector<std::string>> sender_addresses(std::string_view login, Deadline deadline) override {
+    using R = Result<std::vector<std::string>>;
+    auto name = split_login(login);
+    if (!name) return R::not_found();
+    std::string why;
+    SleepDeadline sleep_limit(deadline);
+    if (!begin(deadline, why)) return R::temp_fail(std::move(why));
+    ReadTransaction snapshot(db_.get(), healthy_);
+
+    bool active = false;
+    if (int rc = user_active(*name, active, why); rc != SQLITE_DONE) return R::temp_fail(std::move(why));
+    if (!active) return R::not_found();
+
+    const std::string canonical = name->canonical();
+    const std::string delivery = delivery_name(*name);
+    std::vector<std::string> out{canonical};
+    auto add = [&out](std::string a) {
+      if (!a.empty() && std::find(out.begin(), out.end(), a) == out.end()) out.push_back(std::move(a));
+    };
+
+    sqlite3_stmt* s = statement(sender_logins_, kSenderLoginsSql, why);
+    if (!s) return R::temp_fail(std::move(why));
+    {
+      ResetOnExit reset(s);
+      bind_text(s, 1, canonical);
+      bind_text(s, 2, delivery);
+      int rc;
+      while ((rc = sqlite3_step(s)) == SQLITE_ROW) add(column_text(s, 0));
+      if (rc != SQLITE_DONE) return R::temp_fail(failure(rc));
+    }
+    s = statement(sole_aliases_, kSoleAliasesSql, why);
+    if (!s) return R::temp_fail(std::move(why));
+    {
+      ResetOnExit reset(s);
+      bind_text(s, 1, canonical);
+      bind_text(s, 2, delivery);
+      int rc;
+      while ((rc = sqlite3_step(s)) == SQLITE_ROW) add(column_text(s, 0) + "@" + column_text(s, 1));
+      if (rc != SQLITE_DONE) return R::temp_fail(failure(rc));
+    }
+    return R::found(std::move(out));
+  }
+
+  Result<std::vector<std::string>> smtpd_values(std::string_view service, std::string_view key,
+                                                Deadline deadline) override {
+    using R = Result<std::vector<std::string>>;
+    std::string why;
+    SleepDeadline sleep_limit(deadline);
+    if (!begin(deadline, why)) return R::temp_fail(std::move(why));
+    sqlite3_stmt* s = statement(smtpd_values_, kSmtpdValuesSql, why);
+    if (!s) return R::temp_fail(std::move(why));
+    ResetOnExit reset(s);
+    bind_text(s, 1, service);
+    bind_text(s, 2, key);
+    std::vector<std::string> out;
+    if (int rc = collect(s, out); rc != SQLITE_DONE) return R::temp_fail(failure(rc));
+    if (out.empty()) return R::not_found();
+    return R::found(std::move(out));
+  }
+
+  Result<std::vector<std::string>> smtpd_keys(std::string_view service, Deadline deadline) override {
+    using R = Result<std::vector<std::string>>;
+    std::string why;
+    SleepDeadline sleep_limit(deadline);
+    if (!begin(deadline, why)) return R::temp_fail(std::move(why));
+    sqlite3_stmt* s = statement(smtpd_keys_, kSmtpdKeysSql, why);
+    if (!s) return R::temp_fail(std::move(why));
+    ResetOnExit reset(s);
+    bind_text(s, 1, service);
+    std::vector<std::string> out;
+    if (int rc = collect(s, out); rc != SQLITE_DONE) return R::temp_fail(failure(rc));
+    if (out.empty()) return R::not_found();
+    return R::found(std::move(out));
+  }
+
   bool healthy() const override { return healthy_; }
 
  private:
+  // ---- helpers of the smtpd questions (all return an sqlite code: SQLITE_DONE = answered) -----
+
+  struct DomainRow {
+    bool exists = false;
+    bool active = false;
+    std::string alias_for;
+  };
+
+  int read_domain(const std::string& domain, DomainRow& row, std::string& why) {
+    sqlite3_stmt* s = statement(domain_row_, kDomainRowSql, why);
+    if (!s) return SQLITE_ERROR;
+    ResetOnExit reset(s);
+    bind_text(s, 1, domain);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) return SQLITE_DONE;
+    if (rc != SQLITE_ROW) {
+      why = failure(rc);
+      return rc;
+    }
+    row.exists = true;
+    // Same rule as the user queries: only exactly 1 is active.
+    row.active = sqlite3_column_type(s, 0) == SQLITE_INTEGER && sqlite3_column_int64(s, 0) == 1;
+    if (!column_null(s, 1)) row.alias_for = lowered(column_text(s, 1));
+    return SQLITE_DONE;
+  }
+
+  int user_active(const MailboxName& name, bool& active, std::string& why) {
+    sqlite3_stmt* s = statement(user_active_, kUserActiveSql, why);
+    if (!s) return SQLITE_ERROR;
+    ResetOnExit reset(s);
+    bind_name(s, name);
+    int rc = sqlite3_step(s);
+    active = rc == SQLITE_ROW;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+      why = failure(rc);
+      return rc;
+    }
+    return SQLITE_DONE;
+  }
+
+  int alias_rows(const MailboxName& name, std::vector<std::string>& rows, std::string& why) {
+    sqlite3_stmt* s = statement(alias_rows_, kAliasRowsSql, why);
+    if (!s) return SQLITE_ERROR;
+    ResetOnExit reset(s);
+    bind_name(s, name);
+    int rc = collect(s, rows);
+    if (rc != SQLITE_DONE) why = failure(rc);
+    return rc;
+  }
+
+  // A destination that is an active local user becomes its delivery name, so smtpd delivers it
+  // without another round through its rules; anything else (remote address, pipe, file, an
+  // address at an alias domain) is left for smtpd to expand as written.
+  int map_destinations(std::vector<std::string>& rows, std::vector<std::string>& out, std::string& why) {
+    for (auto& dest : rows) {
+      if (dest.find('@') != std::string::npos) {
+        if (auto user = split_address(dest, {})) {
+          bool active = false;
+          if (int rc = user_active(*user, active, why); rc != SQLITE_DONE) return rc;
+          if (active) {
+            out.push_back(delivery_name(*user));
+            continue;
+          }
+        }
+      }
+      out.push_back(std::move(dest));
+    }
+    return SQLITE_DONE;
+  }
+
+  // DESIGN.md §3, first match wins. An alias domain is followed once: its target's own
+  // alias_for is not, so a loop (a -> b -> a) ends after one step.
+  int resolve(const MailboxName& name, bool follow_alias_domain, std::vector<std::string>& out, std::string& why) {
+    DomainRow domain;
+    if (int rc = read_domain(name.domain, domain, why); rc != SQLITE_DONE) return rc;
+    if (!domain.exists || !domain.active) return SQLITE_DONE;
+
+    std::vector<std::string> rows;
+    if (int rc = alias_rows(name, rows, why); rc != SQLITE_DONE) return rc;
+    if (!rows.empty()) return map_destinations(rows, out, why);
+
+    bool user = false;
+    if (int rc = user_active(name, user, why); rc != SQLITE_DONE) return rc;
+    if (user) {
+      out.push_back(delivery_name(name));
+      return SQLITE_DONE;
+    }
+
+    if (follow_alias_domain && !domain.alias_for.empty() && domain.alias_for != name.domain) {
+      if (int rc = resolve(MailboxName{name.local_part, domain.alias_for}, false, out, why); rc != SQLITE_DONE)
+        return rc;
+      if (!out.empty()) return SQLITE_DONE;
+    }
+
+    if (int rc = alias_rows(MailboxName{"", name.domain}, rows, why); rc != SQLITE_DONE) return rc;
+    return map_destinations(rows, out, why);
+  }
+
+  // Prepares an smtpd statement on first use (see kDomainRowSql). nullptr with `why` set when
+  // the database cannot: a missing table is a temporary failure of that question alone, and the
+  // connection stays healthy for everything else.
+  sqlite3_stmt* statement(StmtPtr& slot, const char* sql, std::string& why) {
+    if (slot) return slot.get();
+    sqlite3_stmt* raw = nullptr;
+    int rc = sqlite3_prepare_v3(db_.get(), sql, -1, SQLITE_PREPARE_PERSISTENT, &raw, nullptr);
+    if (rc != SQLITE_OK) {
+      sqlite3_finalize(raw);
+      int primary = rc & 0xff;
+      if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED || primary == SQLITE_PROTOCOL)
+        why = "database is locked";
+      else  // the message names a table or column of our own SQL, never a value
+        why = std::string("schema not usable for smtpd lookups: ") + sqlite3_errmsg(db_.get());
+      return nullptr;
+    }
+    slot.reset(raw);
+    return raw;
+  }
+
+  // Reads column 0 of every row. The caller resets the statement.
+  int collect(sqlite3_stmt* s, std::vector<std::string>& out) {
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) out.push_back(column_text(s, 0));
+    return rc;
+  }
+
+  static void bind_text(sqlite3_stmt* s, int index, std::string_view text) {
+    // SQLITE_STATIC: the caller's string outlives the step, and ResetOnExit runs first.
+    sqlite3_bind_text(s, index, text.data(), static_cast<int>(text.size()), SQLITE_STATIC);
+  }
+
   void open() {
     auto id = file_id(path_);
     if (!id) fail_open(path_, missing_file_reason(errno));
@@ -386,6 +800,16 @@ class SqliteConnection final : public DirectoryConnection {
   }
 
   void close() {
+    // Statements belong to the handle: the lazily prepared ones go too and are prepared again
+    // on the reopened handle.
+    domain_row_.reset();
+    alias_rows_.reset();
+    user_active_.reset();
+    relay_.reset();
+    sender_logins_.reset();
+    sole_aliases_.reset();
+    smtpd_values_.reset();
+    smtpd_keys_.reset();
     passdb_.reset();
     userdb_.reset();
     users_.reset();
@@ -459,6 +883,7 @@ class SqliteConnection final : public DirectoryConnection {
   UserDefaults defaults_;
   DbPtr db_;
   StmtPtr passdb_, userdb_, users_;
+  StmtPtr domain_row_, alias_rows_, user_active_, relay_, sender_logins_, sole_aliases_, smtpd_values_, smtpd_keys_;
   FileId file_;
   Clock::time_point next_identity_check_{};
   Deadline deadline_{};
@@ -467,7 +892,10 @@ class SqliteConnection final : public DirectoryConnection {
 
 }  // namespace
 
-const char* default_schema_sql() { return kSchemaSql; }
+const char* default_schema_sql() {
+  static const std::string full = std::string(kSchemaSql) + kSmtpdSchemaSql;
+  return full.c_str();
+}
 
 SqliteBackend::SqliteBackend(std::string path, UserDefaults defaults)
     : path_(std::move(path)), defaults_(std::move(defaults)) {}
@@ -476,6 +904,33 @@ SqliteBackend::~SqliteBackend() {
   std::lock_guard lock(probe_mutex_);
   close_probe();
 }
+
+namespace {
+
+// A database created before smtpd_values existed gets it here. Best effort: a read-only file
+// keeps serving everything else, and only the smtpd questions that need the table fail.
+void add_smtpd_tables(sqlite3* h) {
+  auto missing = [h] {
+    sqlite3_stmt* s = nullptr;
+    bool absent = false;
+    if (sqlite3_prepare_v2(h,
+                           "SELECT count(*) FROM sqlite_master WHERE (type = 'table' AND name = 'smtpd_values') "
+                           "OR (type = 'index' AND name = 'aliases_by_destination')",
+                           -1, &s, nullptr) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW)
+      absent = sqlite3_column_int64(s, 0) != 2;
+    sqlite3_finalize(s);
+    return absent;
+  };
+  if (!missing()) return;
+  if (sqlite3_exec(h, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) return;
+  if (sqlite3_exec(h, kSmtpdSchemaSql, nullptr, nullptr, nullptr) == SQLITE_OK)
+    sqlite3_exec(h, "COMMIT", nullptr, nullptr, nullptr);
+  else
+    sqlite3_exec(h, "ROLLBACK", nullptr, nullptr, nullptr);
+}
+
+}  // namespace
 
 void SqliteBackend::prepare_schema() {
   DbPtr db = open_db(path_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
@@ -491,7 +946,10 @@ void SqliteBackend::prepare_schema() {
     exec(h, "BEGIN IMMEDIATE", path_, "cannot create the schema");
     try {
       // Another process (a second daemon, the admin tool) may have won the race.
-      if (count_user_tables(h, path_) == 0) exec(h, kSchemaSql, path_, "cannot create the schema");
+      if (count_user_tables(h, path_) == 0) {
+        exec(h, kSchemaSql, path_, "cannot create the schema");
+        exec(h, kSmtpdSchemaSql, path_, "cannot create the schema");
+      }
       exec(h, "COMMIT", path_, "cannot create the schema");
     } catch (...) {
       sqlite3_exec(h, "ROLLBACK", nullptr, nullptr, nullptr);
@@ -506,6 +964,7 @@ void SqliteBackend::prepare_schema() {
                         "AND name IN ('domains', 'users')",
                         path_);
   if (ours != 2) fail_open(path_, "database has tables but not maildict's (domains, users)");
+  add_smtpd_tables(h);
 }
 
 std::unique_ptr<DirectoryConnection> SqliteBackend::connect() {

@@ -25,6 +25,7 @@ TEST_CASE("the shipped example configuration parses and keeps its documented val
   CHECK(c.max_line_length == 65536);
   CHECK(c.defaults.home == "/var/vmail/%d/%n");
   CHECK(c.defaults.mail == "maildir:~/Maildir");
+  CHECK(c.defaults.recipient_delimiter == "+");
   CHECK(maildict::conf::sqlite_path_of(c) == "/var/lib/maildict/directory.db");
 }
 
@@ -40,6 +41,12 @@ TEST_CASE("values with units, comments and whitespace") {
   CHECK(c.cache_ttl == std::chrono::seconds(3));
   CHECK(c.defaults.mail == "maildir:~/Mail#keep");
   CHECK(c.socket_mode == 0666);
+}
+
+TEST_CASE("recipient_delimiter: several characters, empty turns it off, '@' is refused") {
+  CHECK(parse_config("recipient_delimiter = +-\n", "t.conf").defaults.recipient_delimiter == "+-");
+  CHECK(parse_config("recipient_delimiter =\n", "t.conf").defaults.recipient_delimiter == "");
+  CHECK_THROWS_AS(parse_config("recipient_delimiter = +@\n", "t.conf"), maildict::conf::ConfigError);
 }
 
 TEST_CASE("errors name the file, the line and the setting") {

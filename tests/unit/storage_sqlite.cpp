@@ -508,7 +508,7 @@ TEST_CASE("prepare_schema: creates the schema once, in WAL mode, version 1") {
     CHECK(raw.text("PRAGMA user_version") == "1");
     CHECK(raw.text("PRAGMA journal_mode") == "wal");
     CHECK(raw.text("SELECT group_concat(name, ',') FROM (SELECT name FROM sqlite_master WHERE type = 'table' "
-                   "ORDER BY name)") == "aliases,domains,relay_credentials,sender_logins,users");
+                   "ORDER BY name)") == "aliases,domains,relay_credentials,sender_logins,smtpd_values,users");
     REQUIRE(raw.exec("INSERT INTO domains (domain) VALUES ('kept.example')") == SQLITE_OK);
   }
   backend.prepare_schema();  // an existing directory is left alone
