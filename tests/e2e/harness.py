@@ -17,6 +17,11 @@ What is here:
                              the test's maildictd socket
   * doveadm()                `doveadm -c CONF ...` -> (rc, stdout, stderr); parse_auth_test()
                              and parse_doveadm_user() read its output
+  * start_smtpd()            a real OpenSMTPD (bookworm's 6.8 or the bookworm-backports 7.4
+                             unpacked by fetch-smtpd-backports.sh) in the foreground, in a
+                             private mount namespace, with the built table-maildict as its
+                             table-maildict; shipped_smtpd_conf() turns packaging/smtpd/smtpd.conf
+                             into a test configuration; smtpd_missing() says why it cannot run
   * DictClient               a raw dict-protocol client (bytes in, reply lines out, timeouts)
                              and ReplyMatcher, which pairs replies with commands by the rules
                              of specs/dovecot.md §1.4 (`*n` / `+n` async ids, or plain FIFO)
@@ -466,7 +471,8 @@ def maildict_snippet(dict_auth_path):
 
 
 class Dovecot:
-    def __init__(self, tmp, dict_socket, idle_msecs=None, imap=False, extra="", name=None):
+    def __init__(self, tmp, dict_socket, idle_msecs=None, imap=False, extra="", name=None,
+                 lmtp=False):
         name = name or ("dovecot-idle%s" % idle_msecs if idle_msecs is not None else "dovecot")
         self.dir = os.path.join(tmp, name)
         os.makedirs(self.dir)
@@ -478,6 +484,9 @@ class Dovecot:
         self.dict_auth_path = os.path.join(self.dir, "dovecot-dict-auth.conf.ext")
         self.snippet_path = os.path.join(self.dir, "10-maildict.conf")
         self.imap_port = free_tcp_port() if imap else None
+        # lmtp=True: Dovecot's LMTP service on the unix socket <base_dir>/lmtp (mode 0666, as
+        # shipped in packaging/dovecot/20-maildict-lmtp.conf), for smtpd's mail.lmtp
+        self.lmtp_socket = os.path.join(self.base_dir, "lmtp") if lmtp else None
         self.proc = None
         self.master_pid = None
         self.instance_name = "maildict-e2e-%s" % secrets.token_hex(4)
@@ -490,7 +499,7 @@ class Dovecot:
             "base_dir = %s" % self.base_dir,
             "state_dir = %s" % self.state_dir,
             "instance_name = %s" % self.instance_name,
-            "protocols = %s" % ("imap" if imap else ""),
+            "protocols = %s" % " ".join(p for p, on in (("imap", imap), ("lmtp", lmtp)) if on),
             "listen = 127.0.0.1",
             "log_path = %s" % self.log_path,
             "ssl = no",
@@ -517,6 +526,11 @@ class Dovecot:
                 "  }",
                 "}",
             ]
+        if lmtp:
+            conf += [
+                "postmaster_address = postmaster@example.org",
+                "!include %s" % os.path.join(PACKAGING_DOVECOT, "20-maildict-lmtp.conf"),
+            ]
         conf.append(extra)
         with open(self.conf_path, "w") as f:
             f.write("\n".join(conf) + "\n")
@@ -535,6 +549,8 @@ class Dovecot:
             logf.close()
         pid_file = os.path.join(self.base_dir, "master.pid")
         sockets = [os.path.join(self.base_dir, s) for s in ("auth-client", "auth-userdb")]
+        if self.lmtp_socket is not None:
+            sockets.append(self.lmtp_socket)
 
         def ready():
             if self.proc.poll() is not None:
@@ -621,9 +637,10 @@ class Dovecot:
         return False
 
 
-def start_dovecot(tmp, dict_socket, idle_msecs=None, imap=False, extra="", name=None):
+def start_dovecot(tmp, dict_socket, idle_msecs=None, imap=False, extra="", name=None,
+                  lmtp=False):
     return Dovecot(tmp, dict_socket, idle_msecs=idle_msecs, imap=imap, extra=extra,
-                   name=name).start()
+                   name=name, lmtp=lmtp).start()
 
 
 def doveadm(conf_path, *args, timeout=COMMAND_TIMEOUT):
@@ -884,3 +901,304 @@ def reply_json(reply):
         reply = reply[0] if reply else b""
     assert reply.startswith(b"O"), "expected an O reply, got %r" % (reply,)
     return json.loads(reply[1:].decode())
+
+
+# ---- OpenSMTPD --------------------------------------------------------------------------------
+#
+# start_smtpd() runs a real smtpd in the foreground (`smtpd -d`) in a private mount namespace
+# (unshare -m), so that nothing it writes touches the host and it cannot clash with a system
+# smtpd or another test's: smtpd's queue (/var/spool/smtpd) and control socket
+# (/var/run/smtpd.sock) are compile-time paths, so a directory of the test is bound over
+# /var/spool and /run inside the namespace, and another over /usr/libexec/opensmtpd holding a
+# copy of the built table-maildict (as table-maildict) next to copies of smtpd's own helpers
+# (mail.lmtp, ...): smtpd only finds table programs at /usr/libexec/opensmtpd/table-<type>, and
+# the host's directory is never modified. Tables run as the smtpd user (opensmtpd), so
+# everything they open must be readable by it (the test dirs are 0755, the dict socket 0666).
+#
+# SMTPD_68 is bookworm's opensmtpd package; SMTPD_74 the bookworm-backports binary unpacked by
+# tests/e2e/fetch-smtpd-backports.sh (6.8 cannot do TLS with OpenSSL 3, so AUTH needs 7.4).
+
+SMTPD_68 = os.environ.get("MAILDICT_SMTPD") or "/usr/sbin/smtpd"
+SMTPD_74_DIR = os.environ.get("MAILDICT_SMTPD74_DIR") or "/opt/maildict-test/smtpd-7.4"
+SMTPD_74 = os.path.join(SMTPD_74_DIR, "usr", "sbin", "smtpd")
+SMTPD_LIBEXEC = "/usr/libexec/opensmtpd"
+PACKAGING_SMTPD = os.path.join(SOURCE_DIR, "packaging", "smtpd")
+SHIPPED_MAILDICT_CONF = "/etc/maildict/maildict.conf"
+
+
+def table_maildict_path():
+    return os.environ.get("MAILDICT_TABLE_MAILDICT") or os.path.join(BUILD_DIR, "table-maildict")
+
+
+def smtpd_version(smtpd):
+    r = subprocess.run([smtpd, "-h"], capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+    m = re.search(r"OpenSMTPD (\d+\.\d+\.\d+\S*)", r.stdout + r.stderr)
+    return m.group(1) if m else None
+
+
+def smtpd_missing(smtpd=SMTPD_68):
+    """Why start_smtpd() cannot run here (a string naming what is missing), or None."""
+    if os.geteuid() != 0:
+        return "smtpd must be started as root (it drops privileges itself)"
+    if not os.access(smtpd, os.X_OK):
+        if smtpd == SMTPD_74:
+            return ("%s is missing: run tests/e2e/fetch-smtpd-backports.sh (bookworm-backports "
+                    "opensmtpd 7.4)" % smtpd)
+        return "%s is missing: install Debian's opensmtpd (packaging/install-deps.sh test)" % smtpd
+    if not os.path.isdir(SMTPD_LIBEXEC):
+        return "%s is missing (opensmtpd package)" % SMTPD_LIBEXEC
+    try:
+        pwd.getpwnam("opensmtpd")
+    except KeyError:
+        return "the opensmtpd user is missing (opensmtpd package)"
+    if shutil.which("unshare") is None:
+        return "unshare (util-linux) is missing"
+    if not os.access(table_maildict_path(), os.X_OK):
+        return "%s is not built (CMake target table-maildict)" % table_maildict_path()
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"],
+                       capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+    if r.returncode != 0:
+        return "cannot create a mount namespace (unshare -m): %s" % r.stderr.strip()
+    return None
+
+
+def make_self_signed_cert(directory, name="localhost"):
+    """(cert, key) made with the openssl CLI; the key is 0600 as smtpd demands."""
+    cert = os.path.join(directory, name + ".crt")
+    key = os.path.join(directory, name + ".key")
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                        "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=" + name,
+                        "-addext", "subjectAltName=DNS:%s,IP:127.0.0.1" % name],
+                       capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+    if r.returncode != 0:
+        raise AssertionError("openssl req failed: %s" % r.stderr)
+    os.chmod(key, 0o600)
+    os.chmod(cert, 0o644)
+    return cert, key
+
+
+def shipped_smtpd_conf(maildict_conf, lmtp_socket, ports, cert=None, key=None,
+                       local_relay=False):
+    """packaging/smtpd/smtpd.conf made runnable in a test, changing only what must change:
+      * the tables point at the test's maildict.conf, delivery at the test's LMTP socket;
+      * `listen on 0.0.0.0 port N` becomes `listen on 127.0.0.1 port ports[N]`; a listener
+        whose port is not in `ports` is left out (e.g. submission under 6.8, which has no TLS);
+      * the pki lines use cert/key (without them, listeners lose `tls pki NAME`);
+      * the relay rule for local senders is commented out unless local_relay: the tests connect
+        from 127.0.0.1, which smtpd counts as local, so it would relay every unknown domain."""
+    with open(os.path.join(PACKAGING_SMTPD, "smtpd.conf")) as f:
+        text = f.read()
+    assert text.count("maildict:%s" % SHIPPED_MAILDICT_CONF) >= 4, \
+        "packaging/smtpd/smtpd.conf must declare its tables as maildict:%s" % SHIPPED_MAILDICT_CONF
+    assert text.count('lmtp "/run/dovecot/lmtp"') == 1, \
+        'packaging/smtpd/smtpd.conf must deliver with lmtp "/run/dovecot/lmtp"'
+    out = []
+    listeners = 0
+    for line in text.splitlines():
+        stripped = line.strip()
+        m = re.match(r'pki (\S+) (cert|key) "[^"]*"$', stripped)
+        if m:
+            if cert is not None:
+                out.append('pki %s %s "%s"' % (m.group(1), m.group(2),
+                                                cert if m.group(2) == "cert" else key))
+            continue
+        m = re.match(r"listen on 0\.0\.0\.0 port (\d+)( .*)?$", stripped)
+        if m:
+            shipped = int(m.group(1))
+            if shipped not in ports:
+                out.append("# (left out by the test) " + stripped)
+                continue
+            rest = m.group(2) or ""
+            if cert is None:
+                if "tls-require" in rest:
+                    out.append("# (left out by the test: no TLS) " + stripped)
+                    continue
+                rest = re.sub(r" tls pki \S+", "", rest)
+            out.append("listen on 127.0.0.1 port %d%s" % (ports[shipped], rest))
+            listeners += 1
+            continue
+        if stripped.startswith("listen "):
+            raise AssertionError("packaging/smtpd/smtpd.conf: unexpected listen line %r" % line)
+        if stripped.startswith("match from local ") and not local_relay:
+            out.append("# (dropped by the test) " + stripped)
+            continue
+        line = line.replace("maildict:%s" % SHIPPED_MAILDICT_CONF, "maildict:%s" % maildict_conf)
+        line = line.replace('lmtp "/run/dovecot/lmtp"', 'lmtp "%s"' % lmtp_socket)
+        out.append(line)
+    assert listeners == len(ports), "packaging/smtpd/smtpd.conf lacks a listener on one of %s" \
+        % sorted(ports)
+    return "\n".join(out) + "\n"
+
+
+def _flock_smtpd():
+    """Serialises smtpd instances of concurrent tests on this host (one system-wide lock
+    file): cheap insurance on top of the namespaces, and it keeps 2-core CI machines from
+    running two smtpd + Dovecot stacks at once."""
+    import fcntl
+    path = "/run/lock/maildict-e2e-smtpd.lock" if os.path.isdir("/run/lock") \
+        else "/tmp/maildict-e2e-smtpd.lock"
+    f = open(path, "a")
+    deadline = time.monotonic() + 540
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return f
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                f.close()
+                raise AssertionError("another test holds %s for 9 minutes" % path)
+            time.sleep(0.2)
+
+
+class Smtpd:
+    """One smtpd (-d: foreground, logs to smtpd.log) in a private mount namespace; see above."""
+
+    def __init__(self, tmp, conf_text, smtpd=SMTPD_68, name="smtpd", trace=("lookup",),
+                 ports=()):
+        self.smtpd = smtpd
+        self.dir = os.path.join(tmp, name)
+        os.makedirs(self.dir)
+        os.chmod(self.dir, 0o755)
+        self.conf_path = os.path.join(self.dir, "smtpd.conf")
+        self.log_path = os.path.join(self.dir, "smtpd.log")
+        self.spool = os.path.join(self.dir, "var-spool")      # bound over /var/spool
+        self.run = os.path.join(self.dir, "run")              # bound over /run
+        self.libexec = os.path.join(self.dir, "libexec")      # bound over /usr/libexec/opensmtpd
+        self.ports = list(ports)
+        self.trace = list(trace)
+        self.proc = None
+        self.lock = None
+        for d in (self.spool, self.run, self.libexec):
+            os.makedirs(d)
+            os.chmod(d, 0o755)
+        for entry in os.listdir(SMTPD_LIBEXEC):
+            src = os.path.join(SMTPD_LIBEXEC, entry)
+            if entry.startswith("table-") or not os.path.isfile(src):
+                continue     # only smtpd's own helpers; a table-maildict there is not ours
+            dst = os.path.join(self.libexec, entry)
+            shutil.copy2(src, dst)
+            # no setuid/setgid copies (mail.local is setgid mail; a copy would be setgid root)
+            os.chmod(dst, os.stat(src).st_mode & 0o755)
+        shutil.copy2(table_maildict_path(), os.path.join(self.libexec, "table-maildict"))
+        os.chmod(os.path.join(self.libexec, "table-maildict"), 0o755)
+        with open(self.conf_path, "w") as f:
+            f.write(conf_text)
+
+    @property
+    def queue_dir(self):
+        return os.path.join(self.spool, "smtpd")
+
+    def check_config(self):
+        # -n checks syntax and that each table-<type> exists, but runs no table program; the
+        # namespace makes it see our libexec copy.
+        r = subprocess.run(self._namespaced([self.smtpd, "-n", "-f", self.conf_path]),
+                           capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+        return r.returncode, r.stdout + r.stderr
+
+    def _namespaced(self, argv):
+        script = ("set -e; mount --bind \"$1\" /var/spool; mount --bind \"$2\" /run; "
+                  "mount --bind \"$3\" %s; shift 3; exec \"$@\"" % SMTPD_LIBEXEC)
+        return (["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script,
+                 "smtpd-ns", self.spool, self.run, self.libexec] + list(argv))
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self):
+        rc, out = self.check_config()
+        if rc != 0:
+            raise AssertionError("smtpd -n rejects %s (%d):\n%s\n--- config:\n%s"
+                                 % (self.conf_path, rc, out, open(self.conf_path).read()))
+        self.lock = _flock_smtpd()
+        argv = [self.smtpd, "-d", "-v", "-f", self.conf_path]
+        for t in self.trace:
+            argv += ["-T", t]
+        logf = open(self.log_path, "ab")
+        try:
+            # unshare and sh exec: the pid we get is smtpd's parent process itself
+            self.proc = spawn(self._namespaced(argv), "smtpd", stdin=subprocess.DEVNULL,
+                              stdout=logf, stderr=logf)
+        finally:
+            logf.close()
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError("smtpd exited with %s during startup; log:\n%s"
+                                     % (self.proc.returncode, tail(self.log_path)))
+            return all(self._greets(p) for p in self.ports)
+
+        try:
+            wait_until(ready, STARTUP_TIMEOUT, "smtpd (%s)" % self.conf_path, interval=0.2)
+        except BaseException:
+            self.stop(check=False)
+            raise
+        log("smtpd %s pid %d (ports %s, %s)" % (smtpd_version(self.smtpd), self.proc.pid,
+                                                self.ports, self.conf_path))
+        return self
+
+    @staticmethod
+    def _greets(port):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.settimeout(5)
+                ok = s.recv(200).startswith(b"220")
+                try:
+                    s.sendall(b"QUIT\r\n")
+                    s.recv(200)
+                except OSError:
+                    pass
+                return ok
+        except OSError:
+            return False
+
+    def smtpctl(self, *args):
+        """smtpctl (next to the smtpd binary) inside smtpd's namespace, where /run holds its
+        control socket -> (rc, output)."""
+        ctl = os.path.join(os.path.dirname(self.smtpd), "smtpctl")
+        r = subprocess.run(["nsenter", "--target", str(self.proc.pid), "--mount", "--", ctl]
+                           + list(args), capture_output=True, text=True,
+                           timeout=COMMAND_TIMEOUT)
+        return r.returncode, r.stdout + r.stderr
+
+    def queued_files(self):
+        """Files left in the queue (envelopes and messages): empty when nothing is pending."""
+        found = []
+        for sub in ("queue", "incoming", "corrupt", "temporary", "offline"):
+            for dirpath, dirnames, filenames in os.walk(os.path.join(self.queue_dir, sub)):
+                found += [os.path.join(dirpath, n) for n in filenames]
+        return found
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stop(self, check=True):
+        """SIGTERM to the smtpd we started; with check, it must have been running."""
+        if self.proc is None:
+            return
+        was_running = self.proc.poll() is None
+        rc = kill_and_wait(self.proc, signal.SIGTERM)
+        log("smtpd pid %d exited with %s" % (self.proc.pid, rc))
+        self.proc = None
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
+        if check and not was_running:
+            raise AssertionError("smtpd had already exited with %s; log:\n%s"
+                                 % (rc, tail(self.log_path)))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            log("smtpd log tail (%s):\n%s" % (self.log_path, tail(self.log_path, 60)))
+        self.stop(check=exc_type is None)
+        return False
+
+
+def start_smtpd(tmp, conf_text, smtpd=SMTPD_68, ports=(), **kw):
+    return Smtpd(tmp, conf_text, smtpd=smtpd, ports=ports, **kw).start()

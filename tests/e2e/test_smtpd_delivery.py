@@ -1,0 +1,335 @@
+#!/usr/bin/env python3
+"""Real OpenSMTPD 6.8 (Debian bookworm) with table-maildict, delivering over LMTP to a real
+Dovecot 2.3 whose userdb is maildictd (issue 3, acceptance).
+
+smtpd runs packaging/smtpd/smtpd.conf (listeners on a free loopback port, tables pointed at
+the test's maildict.conf, delivery at the test's Dovecot LMTP socket) in a private mount
+namespace (harness.Smtpd). Mail to a user, to an alias with two destinations, to a catch-all,
+to user+tag@domain and to an alias-domain address lands in the right Maildir and is read over
+IMAP as user@domain; an unknown recipient of a served domain gets 550 at RCPT; other domains
+are refused. Then maildictd is stopped under the running smtpd: RCPT gets a 4xx and smtpd stays
+up; maildictd is started again and the next message is delivered. Nothing bounces and the
+queue ends empty.
+"""
+import imaplib
+import os
+import secrets
+import smtplib
+import sqlite3
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+SMTP_TIMEOUT = 60
+DELIVERY_TIMEOUT = 60
+SENDER = "tester@client.test"
+
+MISSING = h.smtpd_missing(h.SMTPD_68)
+
+
+@unittest.skipIf(MISSING, MISSING)
+class SmtpdDelivery(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        h.require_programs()
+        cls.tmp = h.TempDir()
+        cls.maildictd = None
+        cls.dovecot = None
+        cls.smtpd = None
+        try:
+            cls.vmail = cls.tmp.join("vmail")
+            os.makedirs(cls.vmail)
+            os.chown(cls.vmail, h.NOBODY_UID, h.NOGROUP_GID)
+            os.chmod(cls.vmail, 0o755)
+            db = h.make_demo_db(cls.tmp.path)
+            # bob (the catch-all of example.net) has a custom uid and home in the demo data
+            # (2000, /var/vmail/custom/bob): keep the custom home and mail location, but inside
+            # the test directory and owned by the test's uid.
+            cls.bob_home = os.path.join(cls.vmail, "custom", "bob")
+            with sqlite3.connect(db) as c:
+                n = c.execute("UPDATE users SET uid = NULL, gid = NULL, home = ? "
+                              "WHERE local_part = 'bob' AND domain = 'example.net'",
+                              (cls.bob_home,)).rowcount
+            assert n == 1, "the demo data has no bob@example.net"
+            # The socket permissions the README recommends next to smtpd: smtpd runs its tables
+            # as opensmtpd with no supplementary groups, so the socket's group must be
+            # opensmtpd's own; Dovecot 2.3's auth worker (root) reaches it anyway.
+            cls.maildictd = h.start_maildictd(cls.tmp.path, db_path=db, socket_mode="0660",
+                                              socket_group="opensmtpd")
+            cls.dovecot = h.start_dovecot(cls.tmp.path, cls.maildictd.socket,
+                                          idle_msecs=60000, imap=True, lmtp=True)
+            cls.port = h.free_tcp_port()
+            conf = h.shipped_smtpd_conf(cls.maildictd.conf_path, cls.dovecot.lmtp_socket,
+                                        {25: cls.port})
+            cls.smtpd = h.start_smtpd(cls.tmp.path, conf, h.SMTPD_68, ports=[cls.port],
+                                      trace=("lookup", "rules"))
+        except BaseException:
+            cls._dump_logs()
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def _dump_logs(cls):
+        for what, obj in (("smtpd", cls.smtpd), ("dovecot", cls.dovecot),
+                          ("maildictd", cls.maildictd)):
+            if obj is not None:
+                h.log("%s log tail:\n%s" % (what, h.tail(obj.log_path, 40)))
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            if cls.smtpd is not None:
+                cls.smtpd.stop(check=False)
+            if cls.dovecot is not None:
+                cls.dovecot.stop()
+            if cls.maildictd is not None:
+                cls.maildictd.stop()
+        finally:
+            cls.tmp.cleanup()
+
+    def run(self, result=None):
+        before = len(result.failures) + len(result.errors) if result is not None else 0
+        super().run(result)
+        if result is not None and len(result.failures) + len(result.errors) > before:
+            self._dump_logs()
+
+    # ---- helpers ----
+
+    def smtp(self):
+        s = smtplib.SMTP("127.0.0.1", self.port, timeout=SMTP_TIMEOUT)
+        self.addCleanup(self._quit, s)
+        code, msg = s.ehlo("client.test")
+        self.assertEqual(code, 250, msg)
+        return s
+
+    @staticmethod
+    def _quit(s):
+        try:
+            s.quit()
+        except Exception:
+            pass
+
+    @staticmethod
+    def message(token, to):
+        return ("From: %s\r\nTo: %s\r\nSubject: e2e %s\r\nMessage-ID: <%s@e2e.maildict.test>\r\n"
+                "\r\nhello %s\r\n" % (SENDER, to, token, token, token)).encode()
+
+    def send(self, rcpts):
+        """One transaction; every RCPT must be accepted. Returns the token."""
+        token = secrets.token_hex(8)
+        s = self.smtp()
+        code, msg = s.mail(SENDER)
+        self.assertEqual(code, 250, msg)
+        for r in rcpts:
+            code, msg = s.rcpt(r)
+            self.assertEqual(code, 250, "RCPT TO:<%s> -> %d %r" % (r, code, msg))
+        code, msg = s.data(self.message(token, ", ".join(rcpts)))
+        self.assertEqual(code, 250, msg)
+        return token
+
+    def rcpt_reply(self, rcpt):
+        s = self.smtp()
+        code, msg = s.mail(SENDER)
+        self.assertEqual(code, 250, msg)
+        code, msg = s.rcpt(rcpt)
+        s.rset()
+        return code, msg
+
+    def maildir_files(self, maildir):
+        out = []
+        for sub in ("new", "cur"):
+            d = os.path.join(maildir, sub)
+            if os.path.isdir(d):
+                out += [os.path.join(d, n) for n in os.listdir(d)]
+        return out
+
+    def wait_delivered(self, maildir, token, count=1):
+        needle = ("<%s@e2e.maildict.test>" % token).encode()
+
+        def found():
+            hits = []
+            for p in self.maildir_files(maildir):
+                try:
+                    with open(p, "rb") as f:
+                        if needle in f.read():
+                            hits.append(p)
+                except OSError:
+                    pass
+            return hits if len(hits) >= count else None
+
+        try:
+            return h.wait_until(found, DELIVERY_TIMEOUT, "message %s in %s" % (token, maildir),
+                                interval=0.2)
+        except AssertionError:
+            self.fail("message %s did not reach %s within %ss (queue: %r)\nsmtpd log:\n%s"
+                      % (token, maildir, DELIVERY_TIMEOUT, self.smtpd.queued_files(),
+                         h.tail(self.smtpd.log_path, 40)))
+
+    def home(self, address):
+        local, domain = address.split("@")
+        return os.path.join(self.vmail, domain, local)
+
+    def imap_finds(self, user, token):
+        c = imaplib.IMAP4("127.0.0.1", self.dovecot.imap_port, timeout=SMTP_TIMEOUT)
+        try:
+            typ, data = c.login(user, h.DEMO_PASSWORDS[user])
+            self.assertEqual(typ, "OK", data)
+            typ, data = c.select("INBOX")
+            self.assertEqual(typ, "OK", data)
+            typ, data = c.search(None, "HEADER", "Message-ID", "<%s@e2e.maildict.test>" % token)
+            self.assertEqual(typ, "OK", data)
+            nums = data[0].split()
+            if nums:
+                typ, data = c.fetch(nums[0], "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+                self.assertEqual(typ, "OK", data)
+                self.assertIn(("e2e " + token).encode(), data[0][1])
+            return len(nums)
+        finally:
+            try:
+                c.logout()
+            except Exception:
+                pass
+
+    def assert_delivered_to(self, user, token, maildir=None):
+        maildir = maildir or os.path.join(self.home(user), "Maildir")
+        files = self.wait_delivered(maildir, token)
+        self.assertEqual(len(files), 1, "delivered %d times to %s: %r" % (len(files), user, files))
+        st = os.stat(files[0])
+        self.assertEqual((st.st_uid, st.st_gid), (h.NOBODY_UID, h.NOGROUP_GID))
+        self.assertEqual(self.imap_finds(user, token), 1,
+                         "IMAP login %s does not see message %s" % (user, token))
+
+    def assert_nowhere_else(self, token, expected_maildirs):
+        needle = ("<%s@e2e.maildict.test>" % token).encode()
+        for dirpath, dirnames, filenames in os.walk(self.vmail):
+            for n in filenames:
+                p = os.path.join(dirpath, n)
+                if os.path.basename(dirpath) not in ("new", "cur"):
+                    continue
+                if os.path.dirname(dirpath) in expected_maildirs:
+                    continue
+                with open(p, "rb") as f:
+                    self.assertNotIn(needle, f.read(), "message %s also landed in %s"
+                                     % (token, p))
+
+    # ---- tests ----
+
+    def test_1_user(self):
+        t = self.send(["john@example.org"])
+        self.assert_delivered_to("john@example.org", t)
+        # one mailbox per user: nothing was created for the delivery name john_example.org
+        for dirpath, dirnames, filenames in os.walk(self.vmail):
+            for n in dirnames + filenames:
+                self.assertNotIn("_example.org", n, os.path.join(dirpath, n))
+
+    def test_2_alias_with_two_destinations(self):
+        t = self.send(["postmaster@example.org"])
+        self.assert_delivered_to("john@example.org", t)
+        self.assert_delivered_to("jane@example.org", t)
+        self.assert_nowhere_else(t, {os.path.join(self.home(u), "Maildir")
+                                     for u in ("john@example.org", "jane@example.org")})
+
+    def test_3_catch_all(self):
+        t = self.send(["nobody-%s@example.net" % secrets.token_hex(3)])
+        # bob's custom home and mail location (maildir:~/Mail) from the directory
+        self.assert_delivered_to("bob@example.net", t, maildir=os.path.join(self.bob_home, "Mail"))
+
+    def test_4_sub_address(self):
+        t = self.send(["John+Lists@Example.org"])
+        self.assert_delivered_to("john@example.org", t)
+
+    def test_5_alias_domain(self):
+        t = self.send(["john@example.com"])
+        self.assert_delivered_to("john@example.org", t)
+        self.assertFalse(os.path.exists(os.path.join(self.vmail, "example.com")))
+
+    def test_6_unknown_recipient_of_a_served_domain_is_550(self):
+        for rcpt in ("nosuch@example.org", "nosuch@example.com"):
+            code, msg = self.rcpt_reply(rcpt)
+            self.assertEqual(code, 550, "RCPT TO:<%s> -> %d %r" % (rcpt, code, msg))
+
+    def test_7_other_domains_are_not_delivered_locally(self):
+        for rcpt in ("john@not-served.test", "ghost@disabled.example", "john@org"):
+            code, msg = self.rcpt_reply(rcpt)
+            self.assertEqual(code, 550, "RCPT TO:<%s> -> %d %r" % (rcpt, code, msg))
+
+    def test_8_maildictd_stopped_and_started_under_smtpd(self):
+        md = type(self).maildictd
+        md.stop()
+        type(self).maildictd = None
+        try:
+            for rcpt in ("john@example.org", "postmaster@example.org", "x@example.net"):
+                code, msg = self.rcpt_reply(rcpt)
+                self.assertTrue(400 <= code < 500,
+                                "RCPT TO:<%s> with maildictd down -> %d %r" % (rcpt, code, msg))
+            self.assertTrue(self.smtpd.alive(), "smtpd exited while maildictd was down:\n%s"
+                            % h.tail(self.smtpd.log_path, 40))
+        finally:
+            # the same configuration (and socket path) again
+            again = h.Maildictd(self.tmp.path, md.conf, name="maildictd")
+            type(self).maildictd = again.start()
+        t = self.send(["john@example.org"])
+        self.assert_delivered_to("john@example.org", t)
+        self.assertTrue(self.smtpd.alive())
+
+    def test_8b_queued_message_survives_maildictd_down_at_delivery(self):
+        # RCPT passed, then maildictd goes away before delivery: smtpd's userinfo lookup at
+        # delivery fails temporarily, the message stays queued, and is delivered once
+        # maildictd is back.
+        rc, out = self.smtpd.smtpctl("pause", "mda")
+        self.assertEqual(rc, 0, out)
+        resumed = False
+        try:
+            t = self.send(["john@example.org"])
+            h.wait_until(lambda: self.smtpd.queued_files(), DELIVERY_TIMEOUT,
+                         "the message in smtpd's queue")
+            md = type(self).maildictd
+            md.stop()
+            type(self).maildictd = None
+            try:
+                rc, out = self.smtpd.smtpctl("resume", "mda")
+                self.assertEqual(rc, 0, out)
+                resumed = True
+                h.wait_until(lambda: "result=TempFail" in self.smtpd.log_text(),
+                             DELIVERY_TIMEOUT, "smtpd's temporary delivery failure")
+                self.assertTrue(self.smtpd.alive())
+                self.assertTrue(self.smtpd.queued_files(), "the message left the queue")
+                self.assertFalse(self.imap_maildir_has(t), "delivered without maildictd?")
+            finally:
+                again = h.Maildictd(self.tmp.path, md.conf, name="maildictd")
+                type(self).maildictd = again.start()
+            rc, out = self.smtpd.smtpctl("schedule", "all")
+            self.assertEqual(rc, 0, out)
+            self.assert_delivered_to("john@example.org", t)
+        finally:
+            if not resumed:
+                self.smtpd.smtpctl("resume", "mda")
+
+    def imap_maildir_has(self, token):
+        needle = ("<%s@e2e.maildict.test>" % token).encode()
+        for p in self.maildir_files(os.path.join(self.home("john@example.org"), "Maildir")):
+            with open(p, "rb") as f:
+                if needle in f.read():
+                    return True
+        return False
+
+    def test_9_nothing_bounced_or_left_in_the_queue(self):
+        h.wait_until(lambda: not self.smtpd.queued_files(), DELIVERY_TIMEOUT,
+                     "an empty smtpd queue (%r)" % self.smtpd.queued_files(), interval=0.2)
+        text = self.smtpd.log_text()
+        # (test_8b provokes exactly one TempFail on purpose)
+        tempfails = [l for l in text.splitlines() if "result=TempFail" in l]
+        self.assertLessEqual(len(tempfails), 1, tempfails)
+        for bad in ("result=PermFail", "result=Loop", "bounce"):
+            lines = [l for l in text.splitlines()
+                     if bad in l and "bounce warning after" not in l]   # a startup setting
+            self.assertEqual(lines, [], "smtpd log has %r" % bad)
+        self.assertIn("result=Ok", text)
+        self.assertTrue(self.smtpd.alive())
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
