@@ -1,11 +1,18 @@
 // maildict-bench: a load generator for the Dovecot dict ("proxy") protocol, used to compare
-// maildictd with Dovecot's own dict server on the same machine (tests/bench/compare.sh).
+// maildictd with Dovecot's own dict server on the same machine (tests/bench/compare.sh), and,
+// in --mode smtpd-table, for OpenSMTPD table programs over smtpd's imsg protocol (table-maildict
+// against opensmtpd-extras' table-sqlite, tests/bench/compare-smtpd.sh).
 //
 // It runs on one thread because it shares a small machine with the server it measures: every
 // cycle it spends is a cycle the server does not get. Hence plain callbacks instead of
 // coroutines, one clock read per socket read or write instead of per request, buffers that
 // are reused for the whole run and a fixed-size histogram.
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -23,6 +30,8 @@
 #include <string_view>
 #include <vector>
 
+#include "protocol/smtpd_imsg.hpp"
+
 namespace {
 
 namespace asio = boost::asio;
@@ -32,11 +41,13 @@ using Clock = std::chrono::steady_clock;
 using boost::system::error_code;
 
 constexpr const char* kUsage = R"(usage: maildict-bench --socket PATH [options]
+       maildict-bench --mode smtpd-table --table-program PATH [--table-config CONF] [options]
 
-Sends dict-protocol lookups (Lshared/passdb/<login>\t<login>) to a dict server and prints one
-result line: throughput, latency percentiles, errors and the bench tool's own CPU use.
+Sends dict-protocol lookups (Lshared/passdb/<login>\t<login>) to a dict server, or smtpd imsg
+table requests to an OpenSMTPD table program, and prints one result line: throughput, latency
+percentiles, errors and the bench tool's own CPU use.
 
-  --socket PATH          UNIX socket of the dict server (required)
+  --socket PATH          UNIX socket of the dict server (required but in smtpd-table mode)
   --dict NAME            dict name sent in the H line (default: maildict)
   --connections C        concurrent connections (default: 1)
   --depth D              requests in flight per connection, persistent mode (default: 1)
@@ -46,7 +57,8 @@ result line: throughput, latency percentiles, errors and the bench tool's own CP
                          --requests (default 10% of N)
   --mode MODE            persistent: C long-lived connections, D lookups in flight on each;
                          connect-per-lookup: C clients that each connect, send H and one L,
-                         read the reply and close, over and over (Dovecot auth's default)
+                         read the reply and close, over and over (Dovecot auth's default);
+                         smtpd-table: see below
   --keys KIND            passdb, userdb or mixed (passdb then userdb of the same login)
                          (default: passdb)
   --users N              logins are drawn from 1..N (default: 100000)
@@ -61,17 +73,44 @@ result line: throughput, latency percentiles, errors and the bench tool's own CP
   --label TEXT           first word of the result line (default: the mode)
   --help                 this text
 
+smtpd-table mode: drives a table program the way smtpd <= 7.5 does (specs/smtpd-tables.md §2,
+§3): it is started with a socketpair end as fd 0, /dev/null as fd 1, this tool's stderr as fd 2,
+argv[0] = the table name and argv[1] = --table-config (omitted when not given); then imsg OPEN
+(API version 2), then one request at a time per table process, each sent only when the previous
+reply is in (smtpd waits synchronously). --connections C starts C table processes (like C
+`table` lines) and keeps one request outstanding on each; --depth, --keys, --dict, --handshake
+and --socket do not apply.
+  --table-program PATH   the table program, e.g. /usr/libexec/opensmtpd/table-sqlite
+  --table-config CONF    its argv[1], as in smtpd.conf `table NAME TYPE:CONF`
+  --table-name NAME      smtpd's table NAME: argv[0] and the OPEN name (default: bench)
+  --service S            what to ask, with the key derived from the login of --user-format:
+                         alias: LOOKUP K_ALIAS <login> (virtual/alias tables)
+                         credentials: LOOKUP K_CREDENTIALS <login> (listener auth)
+                         userinfo: LOOKUP K_USERINFO <login with its last '@' turned into
+                           '_'> (maildict's delivery name, what alias answers for a user)
+                         domain: CHECK K_DOMAIN <the part after the last '@'>
+                         mixed: per login, domain, alias, userinfo and credentials in turn
+                         (default: alias)
+  --reply-timeout SECS   a reply later than this is an error and ends that table process's
+                         part of the run (smtpd itself would wait forever) (default: 10)
+  --print-replies N      print the first N requests and their replies to stderr
+                         (key, status, value), e.g. to compare two table programs
+
 Result line (greppable key=value fields after the label):
   persistent c=8 d=1 requests=200000 secs=1.62 lookups/s=123456 p50_us=60 p99_us=180
   p999_us=400 max_us=900 errors=0 notfound=0 failed=0 bench_cpu_ms_per_10k=120.0
+In smtpd-table mode the line also has table_cpu_ms_per_10k (the table processes' CPU over the
+measured window, from /proc); notfound counts 0 replies, failed counts -1 replies, and a
+malformed reply (one smtpd would exit on) or a dead table process counts as an error.
 Latency runs from writing a request to reading its reply; with connect-per-lookup, from the
 start of connect() to the reply. requests/secs/lookups/s/percentiles cover the measured window;
 errors/notfound/failed cover the whole run including warm-up. Exit status: 0, or 1 when there
 were errors, 2 on bad usage.
 )";
 
-enum class Mode { persistent, connect_per_lookup };
+enum class Mode { persistent, connect_per_lookup, smtpd_table };
 enum class Keys { passdb, userdb, mixed };
+enum class TableService { alias, credentials, userinfo, domain, mixed };
 
 struct Options {
   std::string socket_path;
@@ -91,6 +130,14 @@ struct Options {
   unsigned minor = 2;
   bool expect_found = false;
   std::string label;
+  // smtpd-table mode
+  std::string table_program;
+  std::string table_config;
+  bool has_table_config = false;
+  std::string table_name = "bench";
+  TableService service = TableService::alias;
+  double reply_timeout = 10;
+  std::uint64_t print_replies = 0;
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -155,7 +202,8 @@ Options parse_options(int argc, char** argv) {
     } else if (arg == "--mode") {
       if (value == "persistent") o.mode = Mode::persistent;
       else if (value == "connect-per-lookup") o.mode = Mode::connect_per_lookup;
-      else usage_error("--mode must be persistent or connect-per-lookup");
+      else if (value == "smtpd-table") o.mode = Mode::smtpd_table;
+      else usage_error("--mode must be persistent, connect-per-lookup or smtpd-table");
     } else if (arg == "--keys") {
       if (value == "passdb") o.keys = Keys::passdb;
       else if (value == "userdb") o.keys = Keys::userdb;
@@ -182,11 +230,38 @@ Options parse_options(int argc, char** argv) {
       else usage_error("--expect must be found or any");
     } else if (arg == "--label") {
       o.label = value;
+    } else if (arg == "--table-program") {
+      o.table_program = value;
+    } else if (arg == "--table-config") {
+      o.table_config = value;
+      o.has_table_config = true;
+    } else if (arg == "--table-name") {
+      o.table_name = value;
+    } else if (arg == "--service") {
+      if (value == "alias") o.service = TableService::alias;
+      else if (value == "credentials") o.service = TableService::credentials;
+      else if (value == "userinfo") o.service = TableService::userinfo;
+      else if (value == "domain") o.service = TableService::domain;
+      else if (value == "mixed") o.service = TableService::mixed;
+      else usage_error("--service must be alias, credentials, userinfo, domain or mixed");
+    } else if (arg == "--reply-timeout") {
+      o.reply_timeout = parse_seconds(value, opt);
+    } else if (arg == "--print-replies") {
+      o.print_replies = parse_number<std::uint64_t>(value, opt);
     } else {
       usage_error("unknown option " + arg);
     }
   }
-  if (o.socket_path.empty()) usage_error("--socket is required");
+  if (o.mode == Mode::smtpd_table) {
+    if (o.table_program.empty()) usage_error("--table-program is required with --mode smtpd-table");
+    // The OPEN message carries the name in a char[LINE_MAX] with its NUL.
+    if (o.table_name.empty() || o.table_name.size() >= 2048 || o.table_name.find('\0') != std::string::npos)
+      usage_error("--table-name must be 1 to 2047 bytes");
+    if (o.reply_timeout <= 0) usage_error("--reply-timeout must be positive");
+    o.depth = 1;
+  } else if (o.socket_path.empty()) {
+    usage_error("--socket is required");
+  }
   if (o.connections == 0 || o.depth == 0 || o.users == 0)
     usage_error("--connections, --depth and --users must be at least 1");
   if (o.requests && o.duration > 0) usage_error("give --requests or --duration, not both");
@@ -203,7 +278,9 @@ Options parse_options(int argc, char** argv) {
     o.warmup = o.requests ? static_cast<double>(o.requests / 10) : 1.0;
   }
   if (o.label.empty())
-    o.label = o.mode == Mode::persistent ? "persistent" : "connect-per-lookup";
+    o.label = o.mode == Mode::persistent           ? "persistent"
+              : o.mode == Mode::connect_per_lookup ? "connect-per-lookup"
+                                                   : "smtpd-table";
   return o;
 }
 
@@ -793,12 +870,547 @@ void Conn::finish() {
   b_.conn_finished();
 }
 
+
+// ---- smtpd-table mode -----------------------------------------------------------------------
+// Drives OpenSMTPD table programs over smtpd's imsg protocol (specs/smtpd-tables.md §2, §3): the
+// program is spawned as smtpd's lookup process spawns it, and every table process has exactly
+// one request outstanding, as smtpd blocks on each answer. Plain poll(2): the asio machinery of
+// the dict modes buys nothing for one small message at a time.
+
+namespace imsg = maildict::smtpd::imsg;
+using maildict::smtpd::Service;
+
+template <class T>
+void put(std::string& out, T v) {
+  char bytes[sizeof v];
+  std::memcpy(bytes, &v, sizeof v);
+  out.append(bytes, sizeof v);
+}
+
+template <class T>
+T get(const char* p) {
+  T v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// imsg header: type, total length, flags 0, peerid 0, our pid (smtpd puts its lookup pid).
+void put_header(std::string& out, imsg::MessageType type, std::size_t total) {
+  put<std::uint32_t>(out, static_cast<std::uint32_t>(type));
+  put<std::uint16_t>(out, static_cast<std::uint16_t>(total));
+  put<std::uint16_t>(out, 0);
+  put<std::uint32_t>(out, 0);
+  put<std::uint32_t>(out, static_cast<std::uint32_t>(::getpid()));
+}
+
+// OPEN: struct table_open_params { uint32 version; char name[LINE_MAX]; }, 2068 bytes in all.
+std::string open_message(const std::string& name) {
+  constexpr std::size_t kLineMax = 2048;
+  std::string out;
+  put_header(out, imsg::MessageType::open, imsg::header_size + 4 + kLineMax);
+  put<std::uint32_t>(out, imsg::api_version);
+  out += name;
+  out.append(kLineMax - name.size(), '\0');
+  return out;
+}
+
+// CHECK/LOOKUP: int service, size_t params count (0, as smtpd sends), key, NUL.
+void put_query(std::string& out, imsg::MessageType type, Service service, std::string_view key) {
+  put_header(out, type, imsg::header_size + sizeof(std::uint32_t) + sizeof(std::size_t) + key.size() + 1);
+  put<std::uint32_t>(out, static_cast<std::uint32_t>(service));
+  put<std::size_t>(out, 0);
+  out += key;
+  out += '\0';
+}
+
+const char* service_label(Service s) {
+  switch (s) {
+    case Service::alias: return "alias";
+    case Service::domain: return "domain";
+    case Service::credentials: return "credentials";
+    case Service::userinfo: return "userinfo";
+    default: return "other";
+  }
+}
+
+// CPU ticks (user + system) of a process, from /proc; 0 when it cannot be read.
+std::uint64_t process_ticks(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  FILE* f = std::fopen(path, "r");
+  if (!f) return 0;
+  char buf[1024];
+  std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  // The command name may hold spaces: fields are counted after its closing parenthesis.
+  const char* p = std::strrchr(buf, ')');
+  if (!p) return 0;
+  unsigned long long utime = 0, stime = 0;
+  // after ")": state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime(14) stime(15)
+  if (std::sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2) return 0;
+  return utime + stime;
+}
+
+class TableBench {
+ public:
+  explicit TableBench(Options o) : o_(std::move(o)) {
+    if (auto p = o_.user_format.find("%u"); p != std::string::npos) {
+      user_prefix_ = o_.user_format.substr(0, p);
+      user_suffix_ = o_.user_format.substr(p + 2);
+    } else {
+      user_prefix_ = o_.user_format;
+      no_number_ = true;
+    }
+    if (o_.requests) {
+      warm_n_ = static_cast<std::uint64_t>(o_.warmup);
+      issue_limit_ = warm_n_ + o_.requests;
+    }
+    std::uint64_t z = o_.seed * 0x9E3779B97F4A7C15ull + 1;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    rng_ = (z ^ (z >> 31)) | 1;
+    self_check();
+  }
+
+  ~TableBench() { stop_all(); }
+
+  int run() {
+    for (unsigned i = 0; i < o_.connections; ++i) {
+      slots_.emplace_back();
+      if (!spawn(slots_.back())) return report();
+    }
+    for (Slot& s : slots_)
+      if (!open_table(s)) return report();
+
+    const auto start = Clock::now();
+    const auto to_duration = [](double secs) {
+      return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(secs));
+    };
+    Clock::time_point warm_end{}, run_end{};
+    if (!o_.requests) {
+      warm_end = start + to_duration(o_.warmup);
+      run_end = warm_end + to_duration(o_.duration);
+      if (o_.warmup <= 0) begin_measuring(start);
+    } else if (warm_n_ == 0) {
+      begin_measuring(start);
+    }
+    const auto reply_timeout = to_duration(o_.reply_timeout);
+
+    std::vector<pollfd> fds;
+    std::vector<Slot*> polled;
+    for (;;) {
+      Clock::time_point now = Clock::now();
+      if (!o_.requests) {
+        if (!measuring_ && !stopping_ && now >= warm_end) begin_measuring(now);
+        if (measuring_ && now >= run_end) end_measuring(now);
+      }
+      fds.clear();
+      polled.clear();
+      int wait_ms = -1;
+      for (Slot& s : slots_) {
+        if (s.dead) continue;
+        if (!s.busy && !send_next(s, now)) continue;
+        if (now - s.sent >= reply_timeout) {
+          kill_slot(s, "no reply before --reply-timeout");
+          continue;
+        }
+        fds.push_back(pollfd{s.fd, POLLIN, 0});
+        polled.push_back(&s);
+        wait_ms = min_wait(wait_ms, s.sent + reply_timeout - now);
+      }
+      if (fds.empty()) break;
+      if (!o_.requests && !stopping_) wait_ms = min_wait(wait_ms, (measuring_ ? run_end : warm_end) - now);
+      int n = ::poll(fds.data(), fds.size(), wait_ms);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        std::fprintf(stderr, "maildict-bench: poll: %s\n", std::strerror(errno));
+        break;
+      }
+      if (n == 0) continue;
+      now = Clock::now();  // one clock read for all replies of this wake-up
+      for (std::size_t i = 0; i < fds.size(); ++i)
+        if (fds[i].revents) on_readable(*polled[i], now);
+    }
+    if (measuring_) end_measuring(Clock::now());
+    return report();
+  }
+
+ private:
+  static constexpr unsigned kMaxReported = 5;
+
+  struct Slot {
+    pid_t pid = -1;
+    int fd = -1;
+    bool dead = false;
+    bool busy = false;
+    std::string rbuf;
+    std::size_t rlen = 0;
+    Clock::time_point sent{};
+    Service service = Service::alias;
+    bool check = false;
+    std::uint32_t user = 0;
+    std::uint64_t seq = 0;  // requests sent, for --service mixed
+    std::string key;
+    std::uint64_t ticks_start = 0;
+  };
+
+  static int min_wait(int current, Clock::duration left) {
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(left).count() + 1;
+    if (ms < 0) ms = 0;
+    if (ms > 1000) ms = 1000;
+    return current < 0 ? static_cast<int>(ms) : std::min(current, static_cast<int>(ms));
+  }
+
+  // The bench's request encoder must build what smtpd builds: checked once against the
+  // project's own decoder (the one table-maildict uses).
+  void self_check() const {
+    std::string m;
+    put_query(m, imsg::MessageType::lookup, Service::alias, "bob@example.org");
+    auto d = imsg::decode_message(m);
+    const auto* r = std::get_if<imsg::Request>(&d);
+    const auto* q = r ? std::get_if<imsg::Query>(r) : nullptr;
+    auto open = imsg::decode_message(open_message(o_.table_name));
+    const auto* ro = std::get_if<imsg::Request>(&open);
+    const auto* op = ro ? std::get_if<imsg::Open>(ro) : nullptr;
+    if (!q || q->op != maildict::smtpd::Operation::lookup || q->service != Service::alias ||
+        q->key != "bob@example.org" || m.size() != 0x2c || !op || op->table_name != o_.table_name) {
+      std::fprintf(stderr, "maildict-bench: internal error: the imsg request encoder disagrees with the codec\n");
+      std::exit(1);
+    }
+  }
+
+  bool spawn(Slot& s) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+      std::fprintf(stderr, "maildict-bench: socketpair: %s\n", std::strerror(errno));
+      ++errors_;
+      return false;
+    }
+    std::fflush(nullptr);
+    pid_t pid = ::fork();
+    if (pid < 0) {
+      std::fprintf(stderr, "maildict-bench: fork: %s\n", std::strerror(errno));
+      ::close(sv[0]);
+      ::close(sv[1]);
+      ++errors_;
+      return false;
+    }
+    if (pid == 0) {
+      // As smtpd <= 7.5 does it: the socket on fd 0, fd 1 not the socket (/dev/null, as under
+      // a daemonized smtpd), fd 2 inherited, everything else closed, execl without a shell.
+      ::dup2(sv[1], 0);
+      int devnull = ::open("/dev/null", O_WRONLY);
+      if (devnull >= 0) ::dup2(devnull, 1);
+      ::closefrom(3);
+      if (o_.has_table_config)
+        ::execl(o_.table_program.c_str(), o_.table_name.c_str(), o_.table_config.c_str(), static_cast<char*>(nullptr));
+      else
+        ::execl(o_.table_program.c_str(), o_.table_name.c_str(), static_cast<char*>(nullptr));
+      std::fprintf(stderr, "maildict-bench: cannot run %s: %s\n", o_.table_program.c_str(), std::strerror(errno));
+      ::_exit(127);
+    }
+    ::close(sv[1]);
+    s.pid = pid;
+    s.fd = sv[0];
+    s.rbuf.resize(imsg::max_message_size * 2);
+    return true;
+  }
+
+  // OPEN and its reply: OK with an empty payload, as smtpd insists.
+  bool open_table(Slot& s) {
+    if (!write_all(s, open_message(o_.table_name))) return false;
+    auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o_.reply_timeout));
+    for (;;) {
+      if (s.rlen >= imsg::header_size) {
+        auto len = get<std::uint16_t>(s.rbuf.data() + 4);
+        if (s.rlen >= len) {
+          auto type = get<std::uint32_t>(s.rbuf.data());
+          if (type != static_cast<std::uint32_t>(imsg::MessageType::ok) || len != imsg::header_size || s.rlen != len) {
+            kill_slot(s, "bad reply to OPEN (smtpd would exit)");
+            return false;
+          }
+          s.rlen = 0;
+          return true;
+        }
+      }
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      if (left <= 0) {
+        kill_slot(s, "no reply to OPEN before --reply-timeout");
+        return false;
+      }
+      pollfd p{s.fd, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left)) < 0 && errno != EINTR) {
+        kill_slot(s, "poll");
+        return false;
+      }
+      if (p.revents && !read_some(s)) return false;
+    }
+  }
+
+  bool write_all(Slot& s, std::string_view bytes) {
+    while (!bytes.empty()) {
+      ssize_t n = ::write(s.fd, bytes.data(), bytes.size());
+      if (n > 0) {
+        bytes.remove_prefix(static_cast<std::size_t>(n));
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else {
+        kill_slot(s, n < 0 ? std::strerror(errno) : "write wrote nothing");
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // Appends what is readable; false (the slot is dead) on EOF or an error.
+  bool read_some(Slot& s) {
+    if (s.rlen == s.rbuf.size()) {
+      kill_slot(s, "reply larger than an imsg can be (smtpd would exit)");
+      return false;
+    }
+    for (;;) {
+      ssize_t n = ::read(s.fd, s.rbuf.data() + s.rlen, s.rbuf.size() - s.rlen);
+      if (n > 0) {
+        s.rlen += static_cast<std::size_t>(n);
+        return true;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      kill_slot(s, n == 0 ? "the table program closed its socket (smtpd would exit)" : std::strerror(errno));
+      return false;
+    }
+  }
+
+  std::uint32_t next_user() {
+    if (!o_.random_order) {
+      auto u = static_cast<std::uint32_t>(seq_user_ % o_.users) + 1;
+      ++seq_user_;
+      return u;
+    }
+    rng_ ^= rng_ << 13;
+    rng_ ^= rng_ >> 7;
+    rng_ ^= rng_ << 17;
+    return static_cast<std::uint32_t>(rng_ % o_.users) + 1;
+  }
+
+  void make_key(Slot& s) {
+    std::string login = user_prefix_;
+    if (!no_number_) {
+      login += std::to_string(s.user);
+      login += user_suffix_;
+    }
+    for (char& c : login)  // smtpd lower-cases every key before sending it (§5.1)
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    auto at = login.rfind('@');
+    switch (s.service) {
+      case Service::userinfo:
+        if (at != std::string::npos) login[at] = '_';
+        s.key = std::move(login);
+        break;
+      case Service::domain:
+        s.key = at == std::string::npos ? std::move(login) : login.substr(at + 1);
+        break;
+      default:
+        s.key = std::move(login);
+    }
+  }
+
+  bool send_next(Slot& s, Clock::time_point now) {
+    if (stopping_ || issued_ >= issue_limit_) return false;
+    ++issued_;
+    static constexpr Service kMixed[] = {Service::domain, Service::alias, Service::userinfo, Service::credentials};
+    switch (o_.service) {
+      case TableService::alias: s.service = Service::alias; break;
+      case TableService::credentials: s.service = Service::credentials; break;
+      case TableService::userinfo: s.service = Service::userinfo; break;
+      case TableService::domain: s.service = Service::domain; break;
+      case TableService::mixed: s.service = kMixed[s.seq % 4]; break;
+    }
+    if (o_.service != TableService::mixed || s.seq % 4 == 0) s.user = next_user();
+    ++s.seq;
+    s.check = s.service == Service::domain;
+    make_key(s);
+    wbuf_.clear();
+    put_query(wbuf_, s.check ? imsg::MessageType::check : imsg::MessageType::lookup, s.service, s.key);
+    s.sent = now;
+    s.busy = true;
+    if (!write_all(s, wbuf_)) return false;
+    s.sent = Clock::now();
+    return true;
+  }
+
+  void on_readable(Slot& s, Clock::time_point now) {
+    if (!read_some(s)) return;
+    if (s.rlen < imsg::header_size) return;
+    const char* p = s.rbuf.data();
+    const auto type = get<std::uint32_t>(p);
+    const auto len = get<std::uint16_t>(p + 4);
+    if (len < imsg::header_size || len > imsg::max_message_size) {
+      return kill_slot(s, "reply with a bad imsg length (smtpd would exit)");
+    }
+    if (s.rlen < len) return;
+    if (s.rlen > len) return kill_slot(s, "bytes after the reply (an unsolicited message; smtpd would exit)");
+    s.rlen = 0;
+    s.busy = false;
+    if (type != static_cast<std::uint32_t>(imsg::MessageType::ok))
+      return kill_slot(s, "reply type is not OK (smtpd would exit)");
+    std::string_view payload(p + imsg::header_size, len - imsg::header_size);
+    // smtpd's table_proc rules (§3.4): an int status; a value with its NUL if and only if
+    // a lookup found something; a check reply is exactly the int.
+    if (payload.size() < 4) return kill_slot(s, "reply without a status (smtpd would exit)");
+    const auto r = get<std::int32_t>(payload.data());
+    std::string_view value = payload.substr(4);
+    const char* problem = nullptr;
+    if (r != 1 && r != 0 && r != -1) problem = "status is not 1, 0 or -1";
+    else if (s.check && !value.empty()) problem = "check reply with bytes after the status (smtpd would exit)";
+    else if (!s.check && r != 1 && !value.empty()) problem = "value after a status other than found (smtpd would exit)";
+    else if (!s.check && r == 1 && value.empty()) problem = "found without a value (smtpd would exit)";
+    else if (!s.check && r == 1 && value.back() != '\0') problem = "value not NUL-terminated (smtpd would exit)";
+    if (!value.empty() && value.back() == '\0') value.remove_suffix(1);
+    if (replies_printed_ < o_.print_replies) {
+      ++replies_printed_;
+      std::fprintf(stderr, "maildict-bench: %s %s %s -> %d%s%.*s\n", s.check ? "check" : "lookup",
+                   service_label(s.service), s.key.c_str(), r, value.empty() ? "" : " ",
+                   static_cast<int>(value.size()), value.data());
+    }
+    if (problem) return kill_slot(s, problem);
+    if (measuring_) hist_.add(static_cast<std::uint64_t>((now - s.sent).count()));
+    ++done_total_;
+    if (r == 1) {
+      ++found_;
+    } else if (r == 0) {
+      ++notfound_;
+      if (o_.expect_found) detail(s, "not found");
+    } else {
+      ++failed_;
+      detail(s, "temporary failure (-1)");
+    }
+    if (o_.requests) {
+      if (!measuring_ && !stopping_ && done_total_ == warm_n_) begin_measuring(now);
+      else if (measuring_ && done_total_ == issue_limit_) end_measuring(now);
+    }
+  }
+
+  void detail(const Slot& s, const char* what) {
+    ++errors_;
+    if (++reported_ > kMaxReported) return;
+    std::fprintf(stderr, "maildict-bench: %s for %s %s %s\n", what, s.check ? "check" : "lookup",
+                 service_label(s.service), s.key.c_str());
+  }
+
+  void kill_slot(Slot& s, const char* why) {
+    if (s.dead) return;
+    ++errors_;  // the request in flight, or the failure itself
+    if (++reported_ <= kMaxReported)
+      std::fprintf(stderr, "maildict-bench: table process %d: %s%s%s\n", static_cast<int>(s.pid), why,
+                   s.busy ? ", lost request: " : "", s.busy ? s.key.c_str() : "");
+    s.busy = false;
+    s.dead = true;
+    stop(s);
+  }
+
+  // EOF on its fd 0 is how smtpd ends a table program (§2.3); a program that does not leave
+  // within 2 s gets SIGTERM, then SIGKILL. Only the bench's own children, by pid.
+  void stop(Slot& s) {
+    if (s.fd >= 0) {
+      ::close(s.fd);
+      s.fd = -1;
+    }
+    if (s.pid <= 0) return;
+    int status = 0;
+    for (int i = 0; i < 200; ++i) {
+      if (::waitpid(s.pid, &status, WNOHANG) == s.pid) {
+        s.pid = -1;
+        return;
+      }
+      ::usleep(10000);
+      if (i == 100) ::kill(s.pid, SIGTERM);
+    }
+    ::kill(s.pid, SIGKILL);
+    ::waitpid(s.pid, &status, 0);
+    s.pid = -1;
+  }
+
+  void stop_all() {
+    for (Slot& s : slots_) stop(s);
+  }
+
+  void begin_measuring(Clock::time_point now) {
+    measuring_ = true;
+    hist_.reset();
+    t_start_ = now;
+    cpu_start_ = cpu_seconds();
+    for (Slot& s : slots_) s.ticks_start = s.pid > 0 ? process_ticks(s.pid) : 0;
+  }
+
+  void end_measuring(Clock::time_point now) {
+    measuring_ = false;
+    stopping_ = true;
+    t_end_ = now;
+    cpu_end_ = cpu_seconds();
+    table_ticks_ = 0;
+    for (Slot& s : slots_)
+      if (s.pid > 0 && !s.dead) table_ticks_ += process_ticks(s.pid) - s.ticks_start;
+  }
+
+  int report() {
+    if (!t_end_.time_since_epoch().count()) {
+      t_end_ = Clock::now();
+      cpu_end_ = cpu_seconds();
+    }
+    stop_all();
+    double secs = t_start_.time_since_epoch().count() ? std::chrono::duration<double>(t_end_ - t_start_).count() : 0.0;
+    std::uint64_t n = hist_.total();
+    double rate = secs > 0 ? static_cast<double>(n) / secs : 0;
+    double cpu_per_10k = n ? (cpu_end_ - cpu_start_) * 1000.0 * 10000.0 / static_cast<double>(n) : 0;
+    double table_per_10k =
+        n ? static_cast<double>(table_ticks_) * 1000.0 / static_cast<double>(::sysconf(_SC_CLK_TCK)) * 10000.0 /
+                static_cast<double>(n)
+          : 0;
+    std::printf(
+        "%s c=%u d=1 requests=%llu secs=%.2f lookups/s=%.0f p50_us=%.0f p99_us=%.0f p999_us=%.0f "
+        "max_us=%.0f errors=%llu notfound=%llu failed=%llu bench_cpu_ms_per_10k=%.1f table_cpu_ms_per_10k=%.1f\n",
+        o_.label.c_str(), o_.connections, static_cast<unsigned long long>(n), secs, rate,
+        hist_.quantile(0.50) / 1000, hist_.quantile(0.99) / 1000, hist_.quantile(0.999) / 1000,
+        static_cast<double>(hist_.max()) / 1000, static_cast<unsigned long long>(errors_),
+        static_cast<unsigned long long>(notfound_), static_cast<unsigned long long>(failed_), cpu_per_10k,
+        table_per_10k);
+    std::fflush(stdout);
+    return errors_ || n == 0 ? 1 : 0;
+  }
+
+  Options o_;
+  std::vector<Slot> slots_;
+  std::string user_prefix_, user_suffix_;
+  bool no_number_ = false;
+  std::string wbuf_;
+  std::uint64_t rng_;
+  std::uint64_t seq_user_ = 0;
+  bool measuring_ = false;
+  bool stopping_ = false;
+  std::uint64_t issued_ = 0;
+  std::uint64_t issue_limit_ = UINT64_MAX;
+  std::uint64_t warm_n_ = 0;
+  std::uint64_t done_total_ = 0;
+  Histogram hist_;
+  std::uint64_t found_ = 0, notfound_ = 0, failed_ = 0, errors_ = 0;
+  unsigned reported_ = 0;
+  std::uint64_t replies_printed_ = 0;
+  Clock::time_point t_start_{}, t_end_{};
+  double cpu_start_ = 0, cpu_end_ = 0;
+  std::uint64_t table_ticks_ = 0;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   Options options = parse_options(argc, argv);
   try {
+    if (options.mode == Mode::smtpd_table) {
+      TableBench bench(std::move(options));
+      return bench.run();
+    }
     Bench bench(std::move(options));
     return bench.run();
   } catch (const std::exception& e) {
