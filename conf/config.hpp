@@ -20,7 +20,7 @@ struct Config {
   std::string run_as_user;             // `user`: drop privileges to it after binding; empty: stay
   // database
   std::string database = "sqlite:/var/lib/maildict/directory.db";
-  unsigned db_connections = 4;
+  unsigned db_connections = 0;         // 0: one per CPU core, at least two (pool_size())
   std::size_t max_queued_requests = 10000;
   // threads and limits
   unsigned io_threads = 0;             // 0: half the CPU cores, at least one
@@ -49,6 +49,10 @@ class ConfigError : public std::runtime_error {
 Config load_config(const std::string& path);
 // Parses configuration text; `name` is used in error messages.
 Config parse_config(const std::string& text, const std::string& name);
+
+// The number of database connections (and pool threads) to open: db_connections, or when it
+// is 0 one per CPU core and at least two.
+unsigned pool_size(const Config& config);
 
 // "sqlite:/path" -> "/path"; throws ConfigError for any other scheme.
 std::string sqlite_path_of(const Config& config);

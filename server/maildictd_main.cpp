@@ -57,7 +57,7 @@ void print_summary(const maildict::conf::Config& c) {
   std::printf("%s: configuration is valid\n", c.source.c_str());
   std::printf("  socket      %s (mode %04o, group %s)\n", c.socket_path.c_str(), static_cast<unsigned>(c.socket_mode),
               c.socket_group.empty() ? "-" : c.socket_group.c_str());
-  std::printf("  database    %s (%u connections)\n", c.database.c_str(), c.db_connections);
+  std::printf("  database    %s (%u connections)\n", c.database.c_str(), maildict::conf::pool_size(c));
   std::printf("  timeouts    request %lld ms, idle %lld ms\n", static_cast<long long>(c.request_timeout.count()),
               static_cast<long long>(c.idle_timeout.count()));
   std::printf("  cache       %zu entries, ttl %lld ms\n", c.cache_entries, static_cast<long long>(c.cache_ttl.count()));
@@ -118,7 +118,7 @@ int main(int argc, char** argv) {
       // and the daemon recovers by itself once the database is back.
       spdlog::error("the directory is not available yet: {}; lookups fail temporarily until it is", e.what());
     }
-    maildict::storage::Pool pool(backend, config.db_connections, config.max_queued_requests);
+    maildict::storage::Pool pool(backend, maildict::conf::pool_size(config), config.max_queued_requests);
     maildict::server::LookupService service(backend, pool, config.cache_entries, config.cache_ttl,
                                             config.request_timeout);
     spdlog::info("maildictd {} starting: directory {}", MAILDICT_VERSION, backend.describe());

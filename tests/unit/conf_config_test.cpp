@@ -57,7 +57,7 @@ TEST_CASE("errors name the file, the line and the setting") {
   CHECK(error_of("database = mysql:/x\n").starts_with("test.conf:1: database: "));
   CHECK(error_of("socket_mode = 999\n").starts_with("test.conf:1: socket_mode: "));
   CHECK(error_of("log_level = chatty\n").starts_with("test.conf:1: log_level: "));
-  CHECK(error_of("db_connections = 0\n").starts_with("test.conf:1: db_connections: "));
+  CHECK(error_of("db_connections = 300\n").starts_with("test.conf:1: db_connections: "));
   CHECK(error_of("just some words\n") == "test.conf:1: expected 'name = value'");
   CHECK(error_of("log_level = info\nlog_level = debug\n") == "test.conf:2: 'log_level' is already set on line 1");
   CHECK(error_of("max_pending = 99999999999999999999\n").starts_with("test.conf:1: max_pending: "));
@@ -66,4 +66,11 @@ TEST_CASE("errors name the file, the line and the setting") {
 TEST_CASE("a missing file is a clear error") {
   CHECK_THROWS_WITH_AS(maildict::conf::load_config("/nonexistent/maildict.conf"),
                        "/nonexistent/maildict.conf: cannot read the configuration file", ConfigError);
+}
+
+TEST_CASE("db_connections 0 means one per core, at least two") {
+  auto automatic = parse_config("db_connections = 0\n", "t.conf");
+  CHECK(maildict::conf::pool_size(automatic) >= 2);
+  auto fixed = parse_config("db_connections = 7\n", "t.conf");
+  CHECK(maildict::conf::pool_size(fixed) == 7);
 }
