@@ -33,6 +33,8 @@ john_doe@example.org (doe-secret), bob@example.net (bob-secret); eve@example.org
 
 Ask it by hand:
   printf 'H3\t2\t0\t\tmaildict\nLshared/passdb/john_example.org\tjohn_example.org\nI0\t0\tshared/userdb/\t\n' | socat -t1 - UNIX-CONNECT:$top/demo/dict.sock
+and as OpenSMTPD asks it (through table-maildict):
+  printf 'H3\t0\t0\t\tx\nLshared/smtpd/alias/postmaster@example.org\t\n' | socat -t1 - UNIX-CONNECT:$top/demo/dict.sock
 
 Point Dovecot 2.3 at it (conf.d/10-auth.conf):
   passdb {
