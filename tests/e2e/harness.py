@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unittest
 
 # ---- locations ------------------------------------------------------------------------------
 
@@ -1202,3 +1203,35 @@ class Smtpd:
 
 def start_smtpd(tmp, conf_text, smtpd=SMTPD_68, ports=(), **kw):
     return Smtpd(tmp, conf_text, smtpd=smtpd, ports=ports, **kw).start()
+
+
+class DaemonsTestCase(unittest.TestCase):
+    """Base for test classes that start daemons in setUpClass and keep them as class attributes
+    named in DAEMONS (stop order: the first is stopped first). Stops them all in tearDownClass,
+    and prints the tail of every daemon's log when a test or the set-up fails."""
+
+    DAEMONS = ()
+
+    @classmethod
+    def _dump_logs(cls):
+        for name in cls.DAEMONS:
+            obj = getattr(cls, name, None)
+            if obj is not None:
+                log("%s log tail:\n%s" % (name, tail(obj.log_path, 40)))
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            for name in cls.DAEMONS:
+                obj = getattr(cls, name, None)
+                if obj is not None:
+                    # smtpd's exit status is not the test's business; the others must exit 0
+                    obj.stop(check=False) if isinstance(obj, Smtpd) else obj.stop()
+        finally:
+            cls.tmp.cleanup()
+
+    def run(self, result=None):
+        before = len(result.failures) + len(result.errors) if result is not None else 0
+        super().run(result)
+        if result is not None and len(result.failures) + len(result.errors) > before:
+            self._dump_logs()

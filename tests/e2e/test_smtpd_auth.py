@@ -30,7 +30,9 @@ if not MISSING and not (h.smtpd_version(h.SMTPD_74) or "").startswith("7."):
 
 
 @unittest.skipIf(MISSING, MISSING)
-class SmtpdAuth(unittest.TestCase):
+class SmtpdAuth(h.DaemonsTestCase):
+    DAEMONS = ("smtpd", "maildictd")
+
     @classmethod
     def setUpClass(cls):
         h.require_programs()
@@ -51,28 +53,6 @@ class SmtpdAuth(unittest.TestCase):
             cls._dump_logs()
             cls.tearDownClass()
             raise
-
-    @classmethod
-    def _dump_logs(cls):
-        for what, obj in (("smtpd", cls.smtpd), ("maildictd", cls.maildictd)):
-            if obj is not None:
-                h.log("%s log tail:\n%s" % (what, h.tail(obj.log_path, 40)))
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            if cls.smtpd is not None:
-                cls.smtpd.stop(check=False)
-            if cls.maildictd is not None:
-                cls.maildictd.stop()
-        finally:
-            cls.tmp.cleanup()
-
-    def run(self, result=None):
-        before = len(result.failures) + len(result.errors) if result is not None else 0
-        super().run(result)
-        if result is not None and len(result.failures) + len(result.errors) > before:
-            self._dump_logs()
 
     # ---- helpers ----
 

@@ -31,7 +31,9 @@ MISSING = h.smtpd_missing(h.SMTPD_68)
 
 
 @unittest.skipIf(MISSING, MISSING)
-class SmtpdDelivery(unittest.TestCase):
+class SmtpdDelivery(h.DaemonsTestCase):
+    DAEMONS = ("smtpd", "dovecot", "maildictd")
+
     @classmethod
     def setUpClass(cls):
         h.require_programs()
@@ -70,31 +72,6 @@ class SmtpdDelivery(unittest.TestCase):
             cls._dump_logs()
             cls.tearDownClass()
             raise
-
-    @classmethod
-    def _dump_logs(cls):
-        for what, obj in (("smtpd", cls.smtpd), ("dovecot", cls.dovecot),
-                          ("maildictd", cls.maildictd)):
-            if obj is not None:
-                h.log("%s log tail:\n%s" % (what, h.tail(obj.log_path, 40)))
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            if cls.smtpd is not None:
-                cls.smtpd.stop(check=False)
-            if cls.dovecot is not None:
-                cls.dovecot.stop()
-            if cls.maildictd is not None:
-                cls.maildictd.stop()
-        finally:
-            cls.tmp.cleanup()
-
-    def run(self, result=None):
-        before = len(result.failures) + len(result.errors) if result is not None else 0
-        super().run(result)
-        if result is not None and len(result.failures) + len(result.errors) > before:
-            self._dump_logs()
 
     # ---- helpers ----
 

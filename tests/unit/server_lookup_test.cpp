@@ -1,17 +1,16 @@
 // LookupService and the answers it builds, over a real SQLite demo directory and a real pool.
 #include <doctest/doctest.h>
 #include <sqlite3.h>
-#include <unistd.h>
 
-#include <filesystem>
 #include <future>
 
 #include "server/directory_answers.hpp"
 #include "server/lookup_service.hpp"
-#include "storage/demo_directory.hpp"
+#include "server_test_util.hpp"
 #include "storage/password_scheme.hpp"
 #include "storage/pool.hpp"
 #include "storage/sqlite_directory.hpp"
+#include "storage_test_util.hpp"
 
 using namespace maildict;
 using server::LookupAnswer;
@@ -19,55 +18,20 @@ using Kind = server::LookupAnswer::Kind;
 
 namespace {
 
-struct TempDirectory {
-  std::filesystem::path dir;
-  std::string db;
-  TempDirectory() {
-    char tmpl[] = "/tmp/maildict-lookup-XXXXXX";
-    dir = ::mkdtemp(tmpl);
-    db = (dir / "directory.db").string();
-    storage::create_demo_directory(db);
-  }
-  ~TempDirectory() { std::filesystem::remove_all(dir); }
+using server::testing::iterate;
+using server::testing::look;
+using storage::testing::RawDb;
 
-  void exec(const std::string& sql) {
-    sqlite3* h = nullptr;
-    REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
-    char* err = nullptr;
-    int rc = sqlite3_exec(h, sql.c_str(), nullptr, nullptr, &err);
-    std::string msg = err ? err : "";
-    sqlite3_free(err);
-    sqlite3_close(h);
-    REQUIRE_MESSAGE(rc == SQLITE_OK, msg);
-  }
-};
-
-// Runs one lookup and tells whether the answer came at once (no database) or through the pool.
-struct Looked {
-  LookupAnswer answer;
-  bool immediate = false;
-};
-Looked look(server::LookupService& service, const std::string& key) {
-  std::promise<LookupAnswer> later;
-  auto fut = later.get_future();
-  auto now = service.lookup(key, [&later](LookupAnswer a) { later.set_value(std::move(a)); });
-  if (now) return {*now, true};
-  REQUIRE(fut.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
-  return {fut.get(), false};
-}
-
-server::IterateAnswer iterate(server::LookupService& service, dict::Iterate request) {
-  std::promise<server::IterateAnswer> p;
-  auto fut = p.get_future();
-  service.iterate(request, [&p](server::IterateAnswer a) { p.set_value(std::move(a)); });
-  REQUIRE(fut.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
-  return fut.get();
+// Applies SQL as another process would (an operator's sqlite3 shell, the admin tool).
+void change(const std::string& db, const std::string& sql) {
+  RawDb raw(db);
+  REQUIRE(raw.exec(sql) == SQLITE_OK);
 }
 
 struct Fixture {
-  TempDirectory tmp;
+  std::string db = storage::testing::demo_copy();
   storage::UserDefaults defaults{"1000", "mailgroup", "/var/vmail/%d/%n", "maildir:~/Maildir"};
-  storage::SqliteBackend backend{tmp.db, defaults};
+  storage::SqliteBackend backend{db, defaults};
   storage::Pool pool{backend, 2, 100};
   server::LookupService service{backend, pool, 1000, std::chrono::seconds(60), std::chrono::milliseconds(300)};
 };
@@ -132,14 +96,14 @@ TEST_CASE("a cached answer is served until the database changes, then read again
 
   // Another process changes the password: the next lookup must see the new hash.
   std::string fresh = storage::hash_password("changed", "sha512-crypt");
-  f.tmp.exec("UPDATE users SET password = '" + fresh + "' WHERE local_part = 'jane'");
+  change(f.db, "UPDATE users SET password = '" + fresh + "' WHERE local_part = 'jane'");
   auto third = look(f.service, "shared/passdb/jane@example.org");
   CHECK_FALSE(third.immediate);
   REQUIRE(third.answer.kind == Kind::found);
   CHECK(third.answer.text.find(fresh) != std::string::npos);
 
   // Disabling a user is seen at once too, and "not found" is cached the same way.
-  f.tmp.exec("UPDATE users SET active = 0 WHERE local_part = 'jane'");
+  change(f.db, "UPDATE users SET active = 0 WHERE local_part = 'jane'");
   CHECK(look(f.service, "shared/passdb/jane@example.org").answer.kind == Kind::not_found);
   CHECK(look(f.service, "shared/passdb/jane@example.org").immediate);
 }
@@ -147,7 +111,7 @@ TEST_CASE("a cached answer is served until the database changes, then read again
 TEST_CASE("a locked database is a temporary failure, and failures are not cached") {
   Fixture f;
   sqlite3* locker = nullptr;
-  REQUIRE(sqlite3_open(f.tmp.db.c_str(), &locker) == SQLITE_OK);
+  REQUIRE(sqlite3_open(f.db.c_str(), &locker) == SQLITE_OK);
   REQUIRE(sqlite3_exec(locker, "PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE; "
                                "UPDATE domains SET active = active;", nullptr, nullptr, nullptr) == SQLITE_OK);
   auto blocked = look(f.service, "shared/passdb/bob@example.net");
@@ -185,8 +149,7 @@ TEST_CASE("user iteration lists active users as direct children of shared/userdb
 }
 
 TEST_CASE("a full queue is an immediate temporary failure, not a wait") {
-  TempDirectory tmp;
-  storage::SqliteBackend backend{tmp.db, {}};
+  storage::SqliteBackend backend{storage::testing::demo_copy(), {}};
   storage::Pool pool{backend, 1, 0};  // no room for anything waiting
   server::LookupService service{backend, pool, 0, std::chrono::seconds(1), std::chrono::milliseconds(300)};
   // With one worker and no queue, flood it: some lookups must be refused at once as overload.

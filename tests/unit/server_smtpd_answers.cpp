@@ -12,6 +12,7 @@
 #include "server/lookup_service.hpp"
 #include "storage/pool.hpp"
 #include "storage/sqlite_directory.hpp"
+#include "server_test_util.hpp"
 #include "storage_test_util.hpp"
 
 using namespace maildict;
@@ -21,18 +22,8 @@ using storage::testing::RawDb;
 
 namespace {
 
-struct Answered {
-  LookupAnswer answer;
-  bool immediate = false;
-};
-
-Answered ask(server::LookupService& service, const std::string& key) {
-  std::promise<LookupAnswer> later;
-  auto fut = later.get_future();
-  auto now = service.lookup(key, [&later](LookupAnswer a) { later.set_value(std::move(a)); });
-  if (now) return {*now, true};
-  REQUIRE(fut.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
-  return {fut.get(), false};
+server::testing::Looked ask(server::LookupService& service, const std::string& key) {
+  return server::testing::look(service, key);
 }
 
 storage::UserDefaults smtpd_defaults() {
