@@ -13,6 +13,9 @@
 
 namespace maildict::storage {
 
+class SqlSession;          // storage/sql_session.hpp
+enum class SessionRole;    // read (replica allowed) or write (primary)
+
 using Clock = std::chrono::steady_clock;
 using Deadline = Clock::time_point;
 
@@ -150,6 +153,15 @@ class DirectoryBackend {
 
   // Short, secret-free description for logs ("sqlite:/var/lib/maildict/directory.db").
   virtual std::string describe() const = 0;
+
+  // Creates the default schema in an empty database and applies pending migrations (both
+  // idempotent, safe with several daemons starting at once). Throws std::runtime_error with a
+  // clear message when it cannot; the daemon then still starts and answers temporary failures.
+  virtual void prepare_schema() {}
+
+  // A raw SQL session for the admin tool and the policy store. `read` may go to a replica;
+  // `write` always reaches the primary. Throws std::runtime_error when it cannot connect.
+  virtual std::unique_ptr<SqlSession> open_session(SessionRole role);
 };
 
 }  // namespace maildict::storage

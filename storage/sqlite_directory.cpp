@@ -1,5 +1,7 @@
 #include "storage/sqlite_directory.hpp"
 
+#include "storage/sql_session.hpp"
+
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/mman.h>
@@ -891,6 +893,10 @@ class SqliteConnection final : public DirectoryConnection {
 };
 
 }  // namespace
+
+std::unique_ptr<SqlSession> DirectoryBackend::open_session(SessionRole) {
+  throw std::runtime_error("this directory backend has no SQL sessions");
+}
 
 const char* default_schema_sql() {
   static const std::string full = std::string(kSchemaSql) + kSmtpdSchemaSql;

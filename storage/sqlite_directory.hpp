@@ -24,7 +24,7 @@ class SqliteBackend final : public DirectoryBackend {
   // Creates the default schema when the database is empty and turns on WAL. Throws
   // std::runtime_error naming the file when it cannot. Call once at startup; when the file
   // cannot be opened yet the daemon still starts and answers temporary failures.
-  void prepare_schema();
+  void prepare_schema() override;
 
   // Opens the existing file (never creates it: a missing file throws "database file missing").
   std::unique_ptr<DirectoryConnection> connect() override;
