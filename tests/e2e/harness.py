@@ -53,6 +53,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -303,6 +304,8 @@ def require_programs():
     for tool in ("dovecot", "doveadm"):
         if shutil.which(tool) is None:
             missing.append(tool)
+    if BACKEND == "postgresql" and postgres_missing():
+        missing.append(postgres_missing())
     if missing:
         raise SystemExit("e2e: missing programs: %s (MAILDICT_BUILD_DIR=%s)"
                          % (", ".join(missing), BUILD_DIR))
@@ -1287,6 +1290,62 @@ class ReplyMatcher:
 
     def done(self):
         return not self.pending
+
+
+class LookupLoad(threading.Thread):
+    """One client connection doing lookups back to back until stop(): next_key(n) gives the
+    n-th (key, kind) to ask; every answer is recorded as a Answer(t_sent, t_received, kind, key,
+    reply) with monotonic times, reply = the unescaped first field (b'O...', b'N', b'F...').
+    A broken connection is recorded as an error and ends the thread (maildictd must not drop
+    its clients while the database is away)."""
+
+    class Answer(tuple):
+        __slots__ = ()
+        t_sent = property(lambda self: self[0])
+        t_received = property(lambda self: self[1])
+        kind = property(lambda self: self[2])
+        key = property(lambda self: self[3])
+        reply = property(lambda self: self[4])
+
+    def __init__(self, path, next_key, name="load", timeout=30.0, start_barrier=None):
+        super().__init__(daemon=True, name=name)
+        self.path = path
+        self.next_key = next_key
+        self.timeout = timeout
+        self.start_barrier = start_barrier
+        self.answers = []
+        self.errors = []
+        self.connected = threading.Event()
+        self._stop_flag = threading.Event()
+
+    def run(self):
+        try:
+            with DictClient(self.path, timeout=self.timeout) as c:
+                c.hello()
+                self.connected.set()
+                if self.start_barrier is not None:
+                    self.start_barrier.wait(timeout=120)
+                n = 0
+                while not self._stop_flag.is_set():
+                    key, kind = self.next_key(n)
+                    n += 1
+                    t0 = time.monotonic()
+                    reply = c.lookup(key, b"", timeout=self.timeout)
+                    self.answers.append(self.Answer((t0, time.monotonic(), kind, key, reply)))
+        except BaseException as e:   # noqa: BLE001 - reported by the test's thread
+            self.errors.append("%s: %s" % (type(e).__name__, e))
+        finally:
+            self.connected.set()
+
+    def stop(self, timeout=60):
+        self._stop_flag.set()
+        self.join(timeout)
+        assert not self.is_alive(), "load thread %s did not finish" % self.name
+        return self.answers
+
+    def since(self, t):
+        """Answers to lookups sent at or after monotonic time t."""
+        return [a for a in list(self.answers) if a.t_sent >= t]
 
 
 def reply_json(reply):
