@@ -174,16 +174,20 @@ const std::map<std::string, Setter, std::less<>>& setters() {
          c.log_level = v;
        }},
       {"smtpd_table_config", [](Config& c, std::string_view v) {
-         if (v.empty() || v.front() != '/') throw BadValue{"must be an absolute path"};
+         if (v.empty()) return;  // off
+         if (v.front() != '/') throw BadValue{"must be an absolute path"};
          c.smtpd_table_config = v;
+         if (!c.read_referenced_files) return;
          storage::SmtpdTableQueries q;
          std::string db = read_smtpd_table_file(c.smtpd_table_config, q);
          existing_of(c).smtpd = std::move(q);
          c.existing_database.emplace_back(c.smtpd_table_config, db);
        }},
       {"dovecot_sql_config", [](Config& c, std::string_view v) {
-         if (v.empty() || v.front() != '/') throw BadValue{"must be an absolute path"};
+         if (v.empty()) return;  // off
+         if (v.front() != '/') throw BadValue{"must be an absolute path"};
          c.dovecot_sql_config = v;
+         if (!c.read_referenced_files) return;
          storage::DovecotSqlQueries q;
          std::string db = read_dovecot_sql_file(c.dovecot_sql_config, q);
          existing_of(c).dovecot = std::move(q);
@@ -204,9 +208,10 @@ const std::map<std::string, Setter, std::less<>>& setters() {
 
 }  // namespace
 
-Config parse_config(const std::string& text, const std::string& name) {
+Config parse_config(const std::string& text, const std::string& name, bool read_referenced_files) {
   Config config;
   config.source = name;
+  config.read_referenced_files = read_referenced_files;
   std::map<std::string, int, std::less<>> seen_at;
   std::istringstream in(text);
   std::string raw;
@@ -254,12 +259,12 @@ Config parse_config(const std::string& text, const std::string& name) {
   return config;
 }
 
-Config load_config(const std::string& path) {
+Config load_config(const std::string& path, bool read_referenced_files) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError(path + ": cannot read the configuration file");
   std::ostringstream text;
   text << in.rdbuf();
-  return parse_config(text.str(), path);
+  return parse_config(text.str(), path, read_referenced_files);
 }
 
 unsigned pool_size(const Config& config) {

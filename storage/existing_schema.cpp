@@ -224,11 +224,17 @@ class ExistingSchemaDirectory final : public DirectoryConnection {
     const SmtpdTableQueries& t = *schema_->smtpd;
     const bool fetch = service == "source" && key.empty();
     const std::string* sql = nullptr;
+    bool mailaddr_by_alias = false;
     if (fetch) {
       if (t.fetch_source.empty()) return R::temp_fail("no fetch_source in " + t.source);
       sql = &t.fetch_source;
     } else {
       auto it = t.queries.find(std::string(service));
+      // maildict's smtpd.conf checks recipients with `rcpt-to <recipients>` (a mailaddr check);
+      // a table-sqlite setup seldom has query_mailaddr, so an address is taken to be in the
+      // table when query_alias resolves it (the value of a check is not used).
+      mailaddr_by_alias = it == t.queries.end() && service == "mailaddr";
+      if (mailaddr_by_alias) it = t.queries.find("alias");
       if (it == t.queries.end()) return R::temp_fail("no query_" + std::string(service) + " in " + t.source);
       sql = &it->second;
     }
@@ -256,6 +262,7 @@ class ExistingSchemaDirectory final : public DirectoryConnection {
       for (const auto& v : unique) out.push_back({v});
     }
     if (out.empty()) return R::not_found();
+    if (mailaddr_by_alias) out = {{std::string(key)}};
     return R::found(std::move(out));
   }
 
