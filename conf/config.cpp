@@ -2,6 +2,9 @@
 // known, every value checked, and every error naming file and line.
 #include "conf/config.hpp"
 
+#include "conf/existing_schema_files.hpp"
+#include "storage/directory_sql.hpp"
+
 #include <algorithm>
 #include <charconv>
 #include <fstream>
@@ -85,8 +88,14 @@ bool valid_log_level(std::string_view v) {
 
 using Setter = std::function<void(Config&, std::string_view)>;
 
+storage::ExistingSchema& existing_of(Config& c) {
+  if (!c.queries.existing) c.queries.existing = std::make_shared<storage::ExistingSchema>();
+  return const_cast<storage::ExistingSchema&>(*c.queries.existing);
+}
+
 const std::map<std::string, Setter, std::less<>>& setters() {
-  static const std::map<std::string, Setter, std::less<>> table = {
+  static const std::map<std::string, Setter, std::less<>> table = [] {
+  std::map<std::string, Setter, std::less<>> t = {
       {"socket", [](Config& c, std::string_view v) {
          if (v.empty() || v.front() != '/') throw BadValue{"must be an absolute path"};
          if (v.size() >= 108) throw BadValue{"is too long for a UNIX socket path (107 bytes at most)"};
@@ -97,9 +106,20 @@ const std::map<std::string, Setter, std::less<>>& setters() {
       {"socket_group", [](Config& c, std::string_view v) { c.socket_group = v; }},
       {"user", [](Config& c, std::string_view v) { c.run_as_user = v; }},
       {"database", [](Config& c, std::string_view v) {
-         if (!v.starts_with("sqlite:") || v.size() <= 7 || v[7] != '/')
-           throw BadValue{"expected sqlite:/absolute/path (the only backend so far)"};
+         if (v.starts_with("sqlite:")) {
+           if (v.size() <= 7 || v[7] != '/') throw BadValue{"expected sqlite:/absolute/path"};
+         } else if (v.starts_with("postgresql:")) {
+           if (trim(v.substr(11)).empty())
+             throw BadValue{"expected postgresql:<conninfo>, e.g. postgresql:host=/run/postgresql dbname=maildict"};
+         } else {
+           throw BadValue{"expected sqlite:/absolute/path or postgresql:<conninfo>"};
+         }
          c.database = v;
+       }},
+      {"database_replica", [](Config& c, std::string_view v) {
+         if (!v.empty() && (!v.starts_with("postgresql:") || trim(v.substr(11)).empty()))
+           throw BadValue{"expected postgresql:<conninfo> of a read replica, or nothing"};
+         c.database_replica = v;
        }},
       {"db_connections", [](Config& c, std::string_view v) {
          c.db_connections = static_cast<unsigned>(parse_uint(v, 256));
@@ -128,6 +148,8 @@ const std::map<std::string, Setter, std::less<>>& setters() {
        }},
       {"cache_entries", [](Config& c, std::string_view v) { c.cache_entries = parse_uint(v, 100'000'000); }},
       {"cache_ttl", [](Config& c, std::string_view v) { c.cache_ttl = parse_duration(v); }},
+      {"cache_negative_ttl", [](Config& c, std::string_view v) { c.cache_negative_ttl = parse_duration(v); }},
+      {"cache_serve_stale", [](Config& c, std::string_view v) { c.cache_serve_stale = parse_duration(v); }},
       {"default_uid", [](Config& c, std::string_view v) {
          if (v.empty()) throw BadValue{"must not be empty"};
          c.defaults.uid = v;
@@ -151,15 +173,45 @@ const std::map<std::string, Setter, std::less<>>& setters() {
          if (!valid_log_level(v)) throw BadValue{"expected trace, debug, info, warn, error, critical or off"};
          c.log_level = v;
        }},
+      {"smtpd_table_config", [](Config& c, std::string_view v) {
+         if (v.empty()) return;  // off
+         if (v.front() != '/') throw BadValue{"must be an absolute path"};
+         c.smtpd_table_config = v;
+         if (!c.read_referenced_files) return;
+         storage::SmtpdTableQueries q;
+         std::string db = read_smtpd_table_file(c.smtpd_table_config, q);
+         existing_of(c).smtpd = std::move(q);
+         c.existing_database.emplace_back(c.smtpd_table_config, db);
+       }},
+      {"dovecot_sql_config", [](Config& c, std::string_view v) {
+         if (v.empty()) return;  // off
+         if (v.front() != '/') throw BadValue{"must be an absolute path"};
+         c.dovecot_sql_config = v;
+         if (!c.read_referenced_files) return;
+         storage::DovecotSqlQueries q;
+         std::string db = read_dovecot_sql_file(c.dovecot_sql_config, q);
+         existing_of(c).dovecot = std::move(q);
+         c.existing_database.emplace_back(c.dovecot_sql_config, db);
+       }},
   };
+  // sql_<question>: the operator's own statement for one of maildict's questions.
+  for (const auto& question : storage::directory_sql_names()) {
+    t.emplace("sql_" + question, [question](Config& c, std::string_view v) {
+      if (v.empty()) throw BadValue{"must be an SQL statement"};
+      c.queries.sql_overrides[question] = std::string(v);
+    });
+  }
+  return t;
+  }();
   return table;
 }
 
 }  // namespace
 
-Config parse_config(const std::string& text, const std::string& name) {
+Config parse_config(const std::string& text, const std::string& name, bool read_referenced_files) {
   Config config;
   config.source = name;
+  config.read_referenced_files = read_referenced_files;
   std::map<std::string, int, std::less<>> seen_at;
   std::istringstream in(text);
   std::string raw;
@@ -186,22 +238,53 @@ Config parse_config(const std::string& text, const std::string& name) {
       throw ConfigError(where() + std::string(key) + ": " + bad.why);
     }
   }
+  // An existing schema names its own database; several files (and `database`) must agree,
+  // because one daemon serves one database through one pool.
+  for (const auto& [file, db] : config.existing_database) {
+    auto explicit_db = seen_at.find("database");
+    if (explicit_db != seen_at.end() && config.database != db)
+      throw ConfigError(name + ":" + std::to_string(explicit_db->second) + ": database: " + file +
+                        " names another database (" + storage::describe_database(db) + ")");
+    if (config.existing_database.front().second != db)
+      throw ConfigError(name + ": " + config.existing_database.front().first + " and " + file +
+                        " name different databases; maildictd serves one");
+    config.database = db;
+  }
+  if (config.queries.existing && !config.queries.sql_overrides.empty())
+    throw ConfigError(name + ": sql_* settings replace maildict's own queries; with smtpd_table_config or "
+                             "dovecot_sql_config the operator's files are used instead (drop one or the other)");
+  if (!config.database_replica.empty() && !config.database.starts_with("postgresql:"))
+    throw ConfigError(name + ":" + std::to_string(seen_at.find("database_replica")->second) +
+                      ": database_replica: needs database = postgresql:... (SQLite has no replicas)");
   return config;
 }
 
-Config load_config(const std::string& path) {
+Config load_config(const std::string& path, bool read_referenced_files) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError(path + ": cannot read the configuration file");
   std::ostringstream text;
   text << in.rdbuf();
-  return parse_config(text.str(), path);
+  return parse_config(text.str(), path, read_referenced_files);
 }
 
 unsigned pool_size(const Config& config) {
   if (config.db_connections != 0) return config.db_connections;
+  // A PostgreSQL query mostly waits for the server: more connections than cores keep the
+  // server busy while this host's threads sleep.
+  if (config.database.starts_with("postgresql:")) return std::max(4u, 2 * std::thread::hardware_concurrency());
   // SQLite reads from a warm page cache are CPU work: threads beyond the cores only add
   // wake-ups (on 2 cores, 2 connections answered 1.4x more cache misses than 4).
   return std::max(2u, std::thread::hardware_concurrency());
+}
+
+storage::BackendOptions backend_options(const Config& config) {
+  storage::BackendOptions o;
+  o.database = config.database;
+  o.replica = config.database_replica;
+  o.defaults = config.defaults;
+  o.queries = config.queries;
+  o.statement_timeout = config.request_timeout;
+  return o;
 }
 
 std::string sqlite_path_of(const Config& config) {

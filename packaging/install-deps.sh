@@ -1,8 +1,8 @@
 #!/bin/sh
 # Installs what maildict needs from Debian bookworm's packages, and only what is missing.
 #   packaging/install-deps.sh build   compiler, CMake and the libraries (enough to run the demo)
-#   packaging/install-deps.sh test    also the real peers the tests start (Dovecot, PostgreSQL
-#                                     15, OpenSMTPD 6.8, and 7.4 from bookworm-backports unpacked under
+#   packaging/install-deps.sh test    also the real peers the tests start (Dovecot, PostgreSQL, OpenSMTPD
+#                                     6.8, and 7.4 from bookworm-backports unpacked under
 #                                     /opt/maildict-test, see tests/e2e/fetch-smtpd-backports.sh)
 #                                     and clang for the fuzz targets
 # Needs root (or sudo). Services installed here are not started: the tests start their own.
@@ -14,12 +14,10 @@ pkgs="build-essential cmake pkg-config libboost1.81-dev libboost-json1.81-dev li
 if [ "$what" = test ]; then
   # opensmtpd is bookworm's 6.8.0p2 (it provides mail-transport-agent, so apt replaces an
   # installed exim4/postfix: fine on a CI machine). openssl makes the test's certificate.
-  # postgresql-15 is the server the PostgreSQL tests start in a temp dir (initdb, postgres,
-  # psql, pg_basebackup; its postinst creates the unprivileged 'postgres' account they run as,
-  # and, with policy-rc.d below, starts no system cluster); dovecot-pgsql is Dovecot's
-  # dict-sql driver for tests/bench/compare-pg.sh.
+  # postgresql: the tests start their own server with initdb/pg_ctl in a temporary directory;
+  # dovecot-pgsql lets the benchmark compare with Dovecot's dict server on the same database.
   pkgs="$pkgs python3 clang libclang-rt-14-dev dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite
-        dovecot-pgsql postgresql-15 opensmtpd openssl"
+        dovecot-pgsql opensmtpd openssl postgresql"
 fi
 here=$(cd "$(dirname "$0")" && pwd)
 backports() {
