@@ -76,7 +76,7 @@ PG_VERSION=$(psql_as postgres postgres -c 'SHOW server_version')
 
 # ---- 2. maildict: the bulk directory, one maildictd with the cache and one without ------------
 note "creating the maildict directory with $USERS users in PostgreSQL"
-"$BUILD/maildict-admin" demo --database "postgresql:$CONNINFO" --bulk "$USERS" >/dev/null
+"$BUILD/maildict-admin" demo "postgresql:$CONNINFO" --bulk "$USERS" >/dev/null
 maildict_conf "$T/maildict.conf" "$T/maildict.sock" "postgresql:$CONNINFO" vmail vmail
 start_maildictd "$T/maildict.conf" "$T/maildictd.log" "$T/maildict.sock"
 MAILDICT_PID=$STARTED_PID
@@ -233,7 +233,7 @@ while IFS='|' read -r name d m n; do
   echo "| $name | $(cell "$d") | $(cell "$m") | $(cell "$n") | $(field bench_cpu_ms_per_10k "$d") / $(field bench_cpu_ms_per_10k "$m") / $(field bench_cpu_ms_per_10k "$n") |"
 done < "$ROWS"
 echo
-echo "Ratio = maildict / Dovecot lookups/s. maildictd: db_connections = its default (one per core, at least 2) per instance; Dovecot: one PostgreSQL connection per dict process (up to 100)."
+echo "Ratio = maildict / Dovecot lookups/s. maildictd: db_connections = its PostgreSQL default (two per core, at least 4) per instance; Dovecot: one PostgreSQL connection per dict process (up to 100)."
 if [ -s "$T/bench-errors.log" ]; then
   echo
   echo "Errors reported by maildict-bench (first lines):"

@@ -823,7 +823,7 @@ def make_demo_database(tmp, bulk=None, backend=None):
         path = make_demo_db(tmp, bulk=bulk)
         return DemoDatabase("sqlite", "sqlite:" + path, sqlite_path=path)
     pg = start_postgres(tmp)
-    argv = [admin_path(), "demo", "--database", pg.database]
+    argv = [admin_path(), "demo", pg.database]
     if bulk:
         argv += ["--bulk", str(bulk)]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
