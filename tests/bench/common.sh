@@ -11,6 +11,7 @@
 #                               first, with SIGNAL (default TERM), and wait for it
 #   wait_socket PATH PID        until PATH accepts connections; fails when PID exits or after 10 s
 #   get SOCKET DICT KEY         one dict lookup in plain in-order mode: the value, or <N> / <F...>
+#   get_held SOCKET DICT KEY    the same, keeping the connection open until the answer is in
 #   maildict_conf FILE SOCKET DATABASE UID GID
 #                               maildictd's benchmark configuration (+ MAILDICT_CONF_EXTRA)
 #   start_maildictd CONF LOG SOCKET
@@ -66,6 +67,15 @@ wait_socket() {
 # Plain in-order mode (H3 0), so the reply is just O<value>.
 get() {
   g_reply=$(printf 'H3\t0\t0\t\t%s\nL%s\t\n' "$2" "$3" | socat -t2 - "UNIX-CONNECT:$1" | head -n 1)
+  g_print
+}
+# The same for a server that answers asynchronously and drops what is pending when the client
+# half-closes (Dovecot's dict server with pgsql): the request side stays open for a second.
+get_held() {
+  g_reply=$({ printf 'H3\t0\t0\t\t%s\nL%s\t\n' "$2" "$3"; sleep 1; } | socat -t2 - "UNIX-CONNECT:$1" | head -n 1)
+  g_print
+}
+g_print() {
   case $g_reply in
     O*) printf '%s\n' "${g_reply#O}" ;;
     *) printf '<%s>\n' "$g_reply" ;;

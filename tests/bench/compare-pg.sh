@@ -48,13 +48,14 @@ chmod 755 "$T"   # the postgres and dovecot accounts must reach their sockets be
 P=$T/pg
 mkdir -p "$P/sock"
 chown postgres:postgres "$P" "$P/sock"
-as_pg() { env -C "$P" setpriv --reuid postgres --regid postgres --init-groups -- "$@"; }
 note "starting PostgreSQL in $P"
-as_pg "$PG_BIN/initdb" -D "$P/data" -U postgres --auth=trust --encoding=UTF8 --locale=C --no-sync > "$P/initdb.log" 2>&1 ||
+env -C "$P" setpriv --reuid postgres --regid postgres --init-groups -- "$PG_BIN/initdb" -D "$P/data" -U postgres --auth=trust --encoding=UTF8 --locale=C --no-sync > "$P/initdb.log" 2>&1 ||
   { cat "$P/initdb.log" >&2; die "initdb failed"; }
 printf 'local all all trust\n' > "$P/data/pg_hba.conf"
 # max_connections: Dovecot's dict service below may run up to 100 processes, one connection each
-as_pg "$PG_BIN/postgres" -D "$P/data" -c listen_addresses= -c "unix_socket_directories=$P/sock" \
+# A simple command, not a function or subshell: $! is then the postmaster itself (env and
+# setpriv exec), which handles SIGINT even though sh starts background jobs with it ignored.
+env -C "$P" setpriv --reuid postgres --regid postgres --init-groups -- "$PG_BIN/postgres" -D "$P/data" -c listen_addresses= -c "unix_socket_directories=$P/sock" \
   -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 \
   -c shared_buffers=128MB 2> "$P/postgres.log" &
 PG_PID=$!
@@ -107,8 +108,8 @@ CREATE TABLE dovecot_dict (
 INSERT INTO dovecot_dict
   SELECT 'user' || i || '@bulk.example', replace(:'ptpl', '@@N@@', i::text), replace(:'utpl', '@@N@@', i::text)
   FROM generate_series(1, $USERS) AS i;
-ANALYZE;
 SQL
+psql_as postgres maildict -c 'ANALYZE'   # both servers' tables
 D=$T/dovecot
 mkdir -p "$D/run" "$D/state" "$D/log"
 cat > "$D/dict-sql.conf.ext" <<CONF
@@ -160,7 +161,7 @@ wait_socket "$D/run/dict" "$DOVECOT_PID" ||
 # ---- the three servers must give the same answers --------------------------------------------
 for u in "$SAMPLE_USER" "user$((USERS / 2 + 7))@bulk.example"; do
   for kind in passdb userdb; do
-    dv=$(get "$D/run/dict" authsql "shared/$kind/$u")
+    dv=$(get_held "$D/run/dict" authsql "shared/$kind/$u")
     case $dv in '<'*) die "Dovecot's dict server answered $dv for shared/$kind/$u (log: $D/log/dovecot.log)" ;; esac
     for s in maildict nocache; do
       mv=$(get "$T/$s.sock" maildict "shared/$kind/$u")
