@@ -706,7 +706,12 @@ class Postgres:
 
     def replay_caught_up(self, primary):
         """True when this replica has replayed everything the primary has written so far."""
-        lsn = primary.scalar("SELECT pg_current_wal_insert_lsn()")
+        # A synchronously committed transaction with an xid puts a commit record at the end of
+        # the WAL and flushes it: the flush position is then a record's end, which the standby
+        # reaches by replay. (The insert position may lie past the next page header, which no
+        # replay reaches until something else is written.)
+        lsn = primary.psql("SET synchronous_commit = on; SELECT txid_current(); "
+                           "SELECT pg_current_wal_flush_lsn()")[-1][0]
         return self.scalar("SELECT pg_last_wal_replay_lsn() >= :'lsn'::pg_lsn",
                            params={"lsn": lsn}) == "t"
 
