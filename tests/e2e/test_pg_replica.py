@@ -12,7 +12,10 @@ directory with its own socket). maildictd runs with `database` = the primary and
     connection on the standby (maildictd watches its replay position there);
   * a password and a home changed on the primary (plain SQL) are served within SEEN_WITHIN
     seconds (replay on the standby plus the notification), and stay served: an answer read
-    from the standby before it replayed the change must not be cached as current.
+    from the standby before it replayed the change must not be cached as current;
+  * with the standby stopped, lookups are answered by the primary (F while maildictd notices,
+    never a wrong answer); that they go back to the standby once it runs again is a known gap
+    (test_5, an expected failure).
 """
 import os
 import secrets
@@ -135,6 +138,44 @@ class PgReplica(unittest.TestCase):
         finally:
             self.demo.run_sql("UPDATE users SET home = :home WHERE local_part = 'bob' AND "
                               "domain = 'example.net'", home=h.BOB["home"])
+
+    def test_4_replica_down_lookups_fall_back_to_the_primary(self):
+        keys = {b"shared/passdb/jane@example.org": "O", b"shared/passdb/nosuch@example.org": "N"}
+        self.replica.stop("fast")
+        try:
+            def served_by_primary():
+                for key, want in keys.items():
+                    reply = self.lookup(key)
+                    # a temporary failure is allowed while maildictd notices; a wrong answer not
+                    self.assertIn(reply[:1].decode(), (want, "F"), "%r -> %r" % (key, reply[:80]))
+                    if reply[:1].decode() != want:
+                        return False
+                return True
+            h.wait_until(served_by_primary, 30, "lookups to be served by the primary while the "
+                         "standby is down", interval=0.2)
+            self.assertGreater(self.primary.connections("maildictd"), 0)
+        finally:
+            self.replica.start()
+        h.wait_until(lambda: self.lookup(b"shared/passdb/jane@example.org").startswith(b"O"), 30,
+                     "lookups to work with the standby back")
+
+    # KNOWN GAP (reported to the lead, 2026-11-22): a pooled session opened on the primary
+    # while the standby was down stays there as long as it is healthy, so lookups never return
+    # to the standby. Remove the decorator once the pool moves back (an unexpected success
+    # fails the run, as a reminder).
+    @unittest.expectedFailure
+    def test_5_lookups_return_to_the_standby_after_its_outage(self):
+        self.replica.stop("fast")
+        try:
+            h.wait_until(lambda: self.lookup(b"shared/passdb/jane@example.org").startswith(b"O")
+                         and self.primary.connections("maildictd") > 0, 30,
+                         "lookups on the primary while the standby is down", interval=0.2)
+        finally:
+            self.replica.start()
+        h.wait_until(lambda: self.lookup(b"shared/passdb/jane@example.org").startswith(b"O") and
+                     self.replica.connections("maildictd") > 0 and
+                     self.primary.connections("maildictd") == 0, 20,
+                     "lookup connections to move back to the standby")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ again in the same data directory. Checked:
   * afterwards every thread gets right answers again (within 60 s), from the same maildictd
     process, and from then on only right answers.
 And maildictd started while PostgreSQL is down: it starts, answers F (never N), and serves
-normally once PostgreSQL is up.
+normally once PostgreSQL is up; with an empty database it creates the schema then, and a user
+added afterwards by another program is served within 1 s (its negative answer was cached).
 """
 import itertools
 import os
@@ -241,6 +242,45 @@ class PgRestart(unittest.TestCase):
             self.assertTrue(d.alive())
         finally:
             d.stop()
+
+    def test_4_empty_database_down_at_startup_gets_its_schema(self):
+        # A new, empty database that is down when maildictd starts: maildictd creates the schema
+        # (and its NOTIFY triggers) on its first successful connection, answers N for unknown
+        # users then, and sees rows added afterwards by another program at once.
+        pg = h.start_postgres(self.tmp.path, name="pg-empty")
+        pg.stop("fast")
+        d = h.start_maildictd(self.tmp.path, pg.database, name="maildictd-empty",
+                              socket=self.tmp.join("empty.sock"), cache_entries=1000,
+                              db_connections=2, request_timeout="2s")
+        try:
+            with h.DictClient(d.socket) as c:
+                c.hello()
+                reply = c.lookup(b"shared/passdb/john@example.org")
+                self.assertTrue(reply.startswith(b"F"), reply[:80])
+            pg.start()
+
+            def answers_not_found():
+                with h.DictClient(d.socket) as c:
+                    c.hello()
+                    reply = c.lookup(b"shared/passdb/john@example.org")
+                    self.assertFalse(reply.startswith(b"O"), reply[:80])
+                    return reply == b"N"
+            h.wait_until(answers_not_found, 60, "maildictd to create the schema and answer N",
+                         interval=0.2)
+            tables = {r[0] for r in pg.psql("SELECT tablename FROM pg_tables WHERE "
+                                            "schemaname = 'public'")}
+            self.assertTrue({"domains", "users", "aliases"} <= tables, tables)
+            with h.DictClient(d.socket) as c:
+                c.hello()
+                self.assertEqual(c.lookup(b"shared/passdb/john@example.org"), b"N")  # cached N
+                r = h.subprocess.run([h.admin_path(), "demo", pg.database], capture_output=True,
+                                     text=True, timeout=h.COMMAND_TIMEOUT)
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                h.wait_until(lambda: c.lookup(b"shared/passdb/john@example.org").startswith(b"O"),
+                             1.0, "john (added by maildict-admin demo) within 1 s")
+        finally:
+            d.stop()
+            pg.stop()
 
 
 if __name__ == "__main__":
