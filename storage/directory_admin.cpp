@@ -491,7 +491,8 @@ std::vector<std::string> find_loop(Tx& tx, const MailboxName& start, std::string
       auto r = resolve(tx, *name, false);
       if (!is_alias_rule(r.rule)) continue;
       MailboxName next = matched_node(r);
-      path.push_back(dest);
+      // "nobody@example.org (via @example.org)" when a catch-all or alias domain took it there
+      path.push_back(dest == source_text(next) ? dest : dest + " (via " + source_text(next) + ")");
       if (next.local_part == start.local_part && next.domain == start.domain) return true;
       if (visited.insert(source_text(next)).second) {
         if (walk(next)) return true;
