@@ -70,8 +70,6 @@ void restore_tty_and_die(int sig) {
 }
 
 bool read_line_no_echo(const char* prompt, std::string& out) {
-  std::fputs(prompt, stderr);
-  std::fflush(stderr);
   if (tcgetattr(STDIN_FILENO, &g_saved_tty) != 0) return false;
   struct termios quiet = g_saved_tty;
   quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
@@ -82,6 +80,9 @@ bool read_line_no_echo(const char* prompt, std::string& out) {
     g_echo_off = 0;
     return false;
   }
+  // The prompt only once echo is off: whatever is typed after it is never shown.
+  std::fputs(prompt, stderr);
+  std::fflush(stderr);
   bool ok = static_cast<bool>(std::getline(std::cin, out));
   tcsetattr(STDIN_FILENO, TCSAFLUSH, &g_saved_tty);
   g_echo_off = 0;
@@ -385,8 +386,17 @@ int lookup_command(const Command& c, const conf::Config& config, storage::Direct
       continue;
     }
     std::printf(" Dovecot:\n");
-    lookup.ask("passdb", "shared/passdb/" + key, false, true);
+    bool known = lookup.ask("passdb", "shared/passdb/" + key, false, true).has_value();
     lookup.ask("userdb", "shared/userdb/" + key);
+    // Why a stored user is not served: the database says, not the daemon.
+    if (!known && admin) {
+      storage::UserRecord u;
+      if (admin->show_user(key, u).ok()) {
+        if (!u.active) std::printf("  %-18s user %s exists but is disabled\n", "note", u.name.canonical().c_str());
+        else if (!u.domain_active)
+          std::printf("  %-18s user %s exists but its domain is disabled\n", "note", u.name.canonical().c_str());
+      }
+    }
     std::printf(" smtpd:\n");
     if (address) {
       std::string domain = key.substr(key.rfind('@') + 1);
@@ -407,8 +417,9 @@ int lookup_command(const Command& c, const conf::Config& config, storage::Direct
           auto comma = list.find(',');
           std::string item(list.substr(0, comma));
           while (!item.empty() && item.front() == ' ') item.erase(item.begin());
-          if (!item.empty() && item.find('@') == std::string::npos)
-            lookup.ask("userinfo", "shared/smtpd/userinfo/" + item);
+          if (!item.empty() && item.find('@') == std::string::npos) {
+            if (lookup.ask("userinfo", "shared/smtpd/userinfo/" + item)) std::printf("  %-18s (for %s)\n", "", item.c_str());
+          }
           if (comma == std::string_view::npos) break;
           list.remove_prefix(comma + 1);
         }

@@ -20,10 +20,13 @@ Without smtpd (smtpd_missing()), the delivery parts are skipped and the rest sti
 """
 import imaplib
 import os
+import pty
 import secrets
+import select
 import smtplib
 import sqlite3
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -238,6 +241,62 @@ class Maildictctl(h.DaemonsTestCase):
         PASSWORDS["bob@shop.test"] = "bob-pw-3"
         self.assert_no_login("bob_shop.test", "bob-pw-2")
         self.assert_login("bob_shop.test", "bob-pw-3", canonical="bob@shop.test")
+
+    def run_on_terminal(self, args, answers):
+        """maildictctl with a pseudo-terminal as its terminal; each answer is typed after the
+        next prompt appears. Returns (exit code, everything the terminal showed)."""
+        pid, fd = pty.fork()
+        if pid == 0:   # the child: maildictctl on the pty
+            try:
+                os.execv(h.maildictctl_path(), [h.maildictctl_path(), "-c", self.conf] + args)
+            finally:
+                os._exit(127)
+        shown = b""
+        deadline = time.monotonic() + h.COMMAND_TIMEOUT
+
+        def read_some():
+            nonlocal shown
+            r, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not r:
+                raise AssertionError("maildictctl shows nothing more; so far: %r" % shown)
+            try:
+                data = os.read(fd, 4096)
+            except OSError:   # EIO: the child closed the terminal
+                data = b""
+            shown += data
+            return data
+
+        try:
+            for answer in answers:
+                prompts = shown.count(b": ")
+                while shown.count(b": ") == prompts:
+                    if not read_some():
+                        break
+                os.write(fd, answer.encode() + b"\n")
+            while read_some():
+                pass
+        finally:
+            _, status = os.waitpid(pid, 0)
+            os.close(fd)
+        return os.waitstatus_to_exitcode(status), shown.decode("utf-8", "replace")
+
+    def test_2b_password_prompt_on_a_terminal(self):
+        # typed twice, never echoed
+        rc, shown = self.run_on_terminal(["user", "add", "dave@shop.test", "--cost", "4"],
+                                         ["dave-pw-tty", "dave-pw-tty"])
+        self.assertEqual(rc, 0, shown)
+        self.assertIn("New password for dave@shop.test: ", shown)
+        self.assertIn("Retype the password: ", shown)
+        self.assertNotIn("dave-pw-tty", shown)
+        PASSWORDS["dave@shop.test"] = "dave-pw-tty"
+        self.assert_login("dave@shop.test", "dave-pw-tty")
+        # two different answers: refused, nothing changed
+        before = self.dump()
+        rc, shown = self.run_on_terminal(["user", "passwd", "dave@shop.test"], ["one-pw", "other-pw"])
+        self.assertEqual(rc, 1, shown)
+        self.assertIn("do not match", shown)
+        self.assertEqual(self.dump(), before)
+        self.assert_login("dave@shop.test", "dave-pw-tty")
 
     def test_3_disable_enable_remove_take_effect_at_once(self):
         self.add_user("carol@shop.test", "carol-pw", "--quota", "1G")
