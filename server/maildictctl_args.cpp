@@ -385,6 +385,8 @@ ALIASES
                             a destination already present, a missing source domain, an alias
                             loop (an expansion that comes back to SOURCE), and a destination
                             in a served domain that nobody receives (--force adds it anyway).
+                            An alias at a user's own address takes the user's mail; name the
+                            user among the destinations to keep a copy.
     alias remove SOURCE [DESTINATION...]
                             Remove those destinations, or without any, the whole alias.
     alias list [DOMAIN | SOURCE]

@@ -485,7 +485,11 @@ std::vector<std::string> find_loop(Tx& tx, const MailboxName& start, std::string
   std::vector<std::string> path{source_text(start)};
   std::function<bool(const MailboxName&)> walk = [&](const MailboxName& node) -> bool {
     for (const auto& dest : destinations_of(alias_rows(tx, node, false))) {
-      // smtpd re-expands an address destination through the same table, sub-address cut off.
+      // A destination that names a user exactly is delivered to that mailbox (maildictd hands
+      // smtpd its delivery name), even when alias rows exist for the address: that is how an
+      // alias keeps a copy for the user it shadows.
+      if (auto exact = split_address(dest, {}); exact && user_exists(tx, *exact, false)) continue;
+      // Anything else smtpd expands again through the same table, sub-address cut off.
       auto name = split_address(dest, delimiters);
       if (!name) continue;
       auto r = resolve(tx, *name, false);
@@ -863,7 +867,9 @@ AdminResult DirectoryAdmin::add_alias(std::string_view source_in, const std::vec
     for (const auto& dest : destinations) {
       if (std::find(existing.begin(), existing.end(), dest) != existing.end())
         fail(AdminStatus::conflict, "alias " + src + " already has destination " + dest);
-      if (dest == src) fail(AdminStatus::conflict, "alias " + src + " cannot point to itself");
+      if (dest == src && !user_exists(tx, *source, false))
+        fail(AdminStatus::conflict, "alias " + src + " cannot point to itself (only a user's own address may "
+                                    "name the user, to keep a copy)");
     }
     for (const auto& dest : destinations)
       tx.exec("INSERT INTO aliases (local_part, domain, destination, active) VALUES ($1, $2, $3, 1)",
@@ -879,6 +885,14 @@ AdminResult DirectoryAdmin::add_alias(std::string_view source_in, const std::vec
                                            " but no user, alias or catch-all receives it; add it first, or use "
                                            "--force to add the alias anyway");
       }
+    }
+    // Alias rows come first in recipient resolution: a user at the same address stops getting
+    // mail unless it is one of the destinations. Allowed (a forward with a copy is common), but said.
+    if (!source->local_part.empty() && user_exists(tx, *source, false)) {
+      auto all = destinations_of(alias_rows(tx, *source, false));
+      if (std::find(all.begin(), all.end(), src) == all.end())
+        return AdminResult::success("note: " + src + " is also a user; its mail now goes only to the alias "
+                                    "destinations (add " + src + " as a destination to keep a copy)");
     }
     return AdminResult::success();
   });

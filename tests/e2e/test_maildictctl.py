@@ -366,6 +366,8 @@ class Maildictctl(h.DaemonsTestCase):
 
     def test_7_bad_input_changes_nothing(self):
         self.ctl("domain", "add", "off.test", "--disabled")
+        # loopa -> loopb, which nobody receives yet (hence --force)
+        self.ctl("alias", "add", "loopa@shop.test", "loopb@shop.test", "--force")
         before = self.dump()
         cases = [
             # (args, stdin, exit code, words in the message)
@@ -385,7 +387,9 @@ class Maildictctl(h.DaemonsTestCase):
             (["alias", "add", "a@shop.test", "b@shop.test"], None, 2, "--force"),
             (["alias", "add", "loop1@shop.test", "sales@shop.test", "loop1@shop.test"], None, 3,
              "itself"),
-            (["alias", "add", "bob@shop.test", "sales@shop.test"], None, 3, "loop"),
+            (["alias", "add", "loopb@shop.test", "alice@shop.test", "loopa@shop.test"], None, 3,
+             "alias loop: loopb@shop.test -> loopa@shop.test -> loopb@shop.test"),
+            (["alias", "add", "@shop.test", "nobody-here@shop.test"], None, 3, "loop"),
             (["alias", "add", "sales@shop.test", "alice@shop.test"], None, 3, "already"),
             (["alias", "add", "x@missing.test", "alice@shop.test"], None, 2, "does not exist"),
             (["alias", "remove", "nothing@shop.test"], None, 2, "does not exist"),

@@ -318,6 +318,26 @@ TEST_CASE_FIXTURE(Fixture, "aliases: several destinations, catch-all, and what s
   REQUIRE(r.outcome == Outcome::found);
   CHECK(r.value == std::vector<std::string>{"john_example.org"});
 
+  // an alias at a user's own address takes its mail: allowed, with a note
+  auto fwd = admin.add_alias("jane@example.org", {"someone@elsewhere.test"});
+  REQUIRE(fwd.ok());
+  CHECK(fwd.message.find("is also a user") != std::string::npos);
+  require_ok(admin.remove_alias("jane@example.org", {}));
+  // keeping a copy: the user's own address is delivered to its mailbox, not expanded again
+  fwd = admin.add_alias("jane@example.org", {"jane@example.org", "someone@elsewhere.test"});
+  INFO(fwd.message);
+  CHECK(fwd.ok());
+  CHECK(fwd.message.empty());
+  {
+    SqliteBackend b(path, {});
+    auto r = b.connect()->resolve_recipient("jane@example.org", soon());
+    REQUIRE(r.outcome == Outcome::found);
+    CHECK(r.value == std::vector<std::string>{"jane_example.org", "someone@elsewhere.test"});
+  }
+  // but a sub-address of it is expanded again (smtpd cuts the tag): a loop
+  CHECK(status_of(admin.add_alias("jane@example.org", {"jane+copy@example.org"})) == AdminStatus::conflict);
+  require_ok(admin.remove_alias("jane@example.org", {}));
+
   std::vector<AliasRow> rows;
   require_ok(admin.list_aliases(std::string_view("postmaster@example.org"), rows));
   REQUIRE(rows.size() == 2);
