@@ -5,6 +5,8 @@
 #pragma once
 #include <sqlite3.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -26,6 +28,14 @@ class SqliteTestSession final : public SqlSession {
 
   bool run(std::string_view sql, std::span<const SqlValue> params, SqlRows* rows, SqlError& err) override {
     ++statements;
+    // MAILDICT_SQL_LOG=FILE appends every statement text (one per line), so the same SQL can be
+    // checked against PostgreSQL (PREPARE) without a PostgreSQL session here.
+    if (const char* log = std::getenv("MAILDICT_SQL_LOG")) {
+      if (std::FILE* f = std::fopen(log, "a")) {
+        std::fprintf(f, "%.*s\n", static_cast<int>(sql.size()), sql.data());
+        std::fclose(f);
+      }
+    }
     if (fail_at_statement != 0 && statements == fail_at_statement) {
       err = {SqlError::Kind::transient, "injected failure"};
       return false;
