@@ -20,14 +20,7 @@
 #include "storage/login_name.hpp"
 #include "storage/password_scheme.hpp"
 #include "storage/sql_session.hpp"
-#if __has_include("storage/backend_factory.hpp")
 #include "storage/backend_factory.hpp"
-#define MAILDICTCTL_HAS_FACTORY 1
-#else
-// TEMPORARY, until the storage library has SQLite sessions and open_backend().
-#include "storage/sqlite_directory.hpp"
-#include "tests/unit/sqlite_test_session.hpp"
-#endif
 
 #ifndef MAILDICT_VERSION
 #define MAILDICT_VERSION "unknown"
@@ -464,18 +457,16 @@ int run(const Command& c) {
   const bool writes = c.object != "lookup" &&
                       !(c.verb == "list" || c.verb == "show");
   try {
-#ifdef MAILDICTCTL_HAS_FACTORY
-    backend = storage::open_backend(config.database, config.defaults);
-#else
-    backend = std::make_unique<storage::SqliteBackend>(conf::sqlite_path_of(config), config.defaults);
-#endif
-    // A change on a fresh install creates the schema (as maildictd would at startup).
+    storage::BackendOptions options = conf::backend_options(config);
+    // Everything goes to the primary: a change must be read back as written, and a lagging
+    // replica would explain a lookup with old rows.
+    options.replica.clear();
+    options.application_name = "maildictctl";
+    options.statement_timeout = c.timeout ? *c.timeout : kDefaultDbTimeout;
+    backend = storage::open_backend(options);
+    // A change on a fresh install creates the schema (as maildictd does at startup).
     if (writes) backend->prepare_schema();
-#ifdef MAILDICTCTL_HAS_FACTORY
-    session = backend->open_session(writes ? storage::SessionRole::write : storage::SessionRole::read);
-#else
-    session = std::make_unique<storage::testing::SqliteTestSession>(conf::sqlite_path_of(config));
-#endif
+    session = backend->open_session(storage::SessionRole::write);
   } catch (const std::exception& e) {
     db_problem = e.what();
   }

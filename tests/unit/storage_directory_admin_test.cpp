@@ -7,11 +7,11 @@
 #include "storage/password_scheme.hpp"
 #include "storage/sqlite_directory.hpp"
 #include "storage_test_util.hpp"
-#include "sqlite_test_session.hpp"
+#include "fault_injecting_session.hpp"
 
 using namespace maildict::storage;
 using maildict::storage::testing::RawDb;
-using maildict::storage::testing::SqliteTestSession;
+using maildict::storage::testing::FaultInjectingSession;
 
 namespace {
 
@@ -55,8 +55,10 @@ bool verifies(const std::string& password, const std::string& hash) {
 
 struct Fixture {
   std::string path = empty_directory();
-  SqliteTestSession session{path};
-  DirectoryAdmin admin{session};
+  SqliteBackend admin_backend{path, {}};
+  // The storage library's own SQLite session, as maildictctl uses it.
+  FaultInjectingSession session{admin_backend.open_session(SessionRole::write)};
+  DirectoryAdmin admin{session, "+", std::chrono::milliseconds(300)};
 
   void require_ok(const AdminResult& r) {
     INFO(r.message);
