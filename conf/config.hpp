@@ -5,6 +5,8 @@
 #include <cstddef>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 #include <sys/types.h>
 
 #include "storage/backend_factory.hpp"
@@ -22,6 +24,12 @@ struct Config {
   // database
   std::string database = "sqlite:/var/lib/maildict/directory.db";  // or postgresql:<conninfo>
   std::string database_replica;        // postgresql:<conninfo> for lookups; empty: the primary
+  // The operator's SQL: `sql_<question>` replacements of maildict's own queries, or an
+  // existing schema served through the files in smtpd_table_config / dovecot_sql_config.
+  storage::QuerySetup queries;
+  std::string smtpd_table_config;
+  std::string dovecot_sql_config;
+  std::vector<std::pair<std::string, std::string>> existing_database;  // (file, database URI) read from them
   unsigned db_connections = 0;         // 0: one per CPU core, at least two (pool_size())
   std::size_t max_queued_requests = 10000;
   // threads and limits

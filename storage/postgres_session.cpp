@@ -97,6 +97,16 @@ class PostgresSession final : public SqlSession {
   void set_deadline(Deadline deadline) override { deadline_ = deadline; }
 
   bool run(std::string_view sql, std::span<const SqlValue> params, SqlRows* rows, SqlError& err) override {
+    return run_retrying(sql, params, rows, nullptr, err);
+  }
+
+  bool run_named(std::string_view sql, std::span<const SqlValue> params, SqlRows& rows, std::vector<std::string>& names,
+                 SqlError& err) override {
+    return run_retrying(sql, params, &rows, &names, err);
+  }
+
+  bool run_retrying(std::string_view sql, std::span<const SqlValue> params, SqlRows* rows,
+                    std::vector<std::string>* names, SqlError& err) {
     if (!usable(err)) return false;
     for (const auto& p : params) {
       // libpq passes parameters as C strings: a NUL would silently cut the value short and
@@ -110,7 +120,7 @@ class PostgresSession final : public SqlSession {
     // lookup outside a transaction is safe to repeat, so it gets one fresh connection instead
     // of a temporary failure; changes are never repeated (they might have been applied).
     const bool may_retry = role_ == SessionRole::read && !tx_;
-    if (run_once(sql, params, rows, err)) return true;
+    if (run_once(sql, params, rows, names, err)) return true;
     if (!may_retry || healthy_) return false;
     try {
       connect();
@@ -119,10 +129,11 @@ class PostgresSession final : public SqlSession {
       return false;
     }
     if (rows) rows->clear();
-    return run_once(sql, params, rows, err);
+    return run_once(sql, params, rows, names, err);
   }
 
-  bool run_once(std::string_view sql, std::span<const SqlValue> params, SqlRows* rows, SqlError& err) {
+  bool run_once(std::string_view sql, std::span<const SqlValue> params, SqlRows* rows, std::vector<std::string>* names,
+                SqlError& err) {
     return guarded(err, [&] {
       const std::string& name = statement_name(sql);
       auto args = pqxx::prepare::make_dynamic_params(params.begin(), params.end());
@@ -132,6 +143,10 @@ class PostgresSession final : public SqlSession {
       } else {
         pqxx::nontransaction n(*conn_);
         r = n.exec_prepared(name, args);
+      }
+      if (names) {
+        names->clear();
+        for (pqxx::row::size_type c = 0; c < r.columns(); ++c) names->emplace_back(r.column_name(c));
       }
       if (!rows) return;
       rows->reserve(rows->size() + r.size());
