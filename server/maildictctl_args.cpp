@@ -327,7 +327,10 @@ DESCRIPTION
     the database through the `database` setting of maildictd's configuration file. Every change
     is one transaction: it is checked completely and either written completely or not at all.
     maildictd notices each commit by itself and answers with the new data at once; no reload
-    or restart is needed. Names are stored in lower case.
+    or restart is needed. Names are stored in lower case. Both backends are managed alike
+    (database = sqlite:/path or postgresql:<conninfo>; changes always go to the primary). A
+    configuration that serves an existing schema (smtpd_table_config, dovecot_sql_config) is
+    the operator's own tables: maildictctl changes nothing there (lookup still works).
 
 DOMAINS
     domain add DOMAIN       Serve DOMAIN. --alias-for TARGET makes it an alias domain: mail for

@@ -360,6 +360,7 @@ int lookup_command(const Command& c, const conf::Config& config, storage::Direct
   options.client_name = "maildictctl";
   table::DictClient client(options);
   Lookup lookup{client, c.show_secrets};
+  const bool overrides = !config.queries.sql_overrides.empty();
 
   for (const auto& key_in : c.args) {
     std::string key = key_in;
@@ -398,7 +399,9 @@ int lookup_command(const Command& c, const conf::Config& config, storage::Direct
       if (admin) {
         storage::Resolution how;
         auto r = admin->explain_recipient(key, how);
-        if (r.ok()) std::printf("  %-18s %s\n", "rule", how.explanation.c_str());
+        if (r.ok())
+          std::printf("  %-18s %s%s\n", "rule", how.explanation.c_str(),
+                      overrides ? " [maildict's default rules; sql_* replacements are configured]" : "");
         else std::printf("  %-18s (cannot tell: %s)\n", "rule", r.message.c_str());
       } else {
         std::printf("  %-18s (cannot tell: %s)\n", "rule", db_problem.c_str());
@@ -451,12 +454,22 @@ int run(const Command& c) {
     return ctl::exit_config;
   }
 
+  // An existing schema (smtpd_table_config / dovecot_sql_config) is the operator's own tables,
+  // read by their own queries: maildictctl knows neither, so it changes nothing there.
+  const bool existing_schema = config.queries.existing != nullptr;
+  if (existing_schema && c.object != "lookup") {
+    error("this configuration serves an existing schema (smtpd_table_config / dovecot_sql_config): "
+          "maildictctl only manages maildict's own tables; change yours with the tools that own them "
+          "(maildictctl lookup still shows what Dovecot and smtpd get)");
+    return ctl::exit_usage;
+  }
+
   std::unique_ptr<storage::DirectoryBackend> backend;
   std::unique_ptr<storage::SqlSession> session;
   std::string db_problem;
   const bool writes = c.object != "lookup" &&
                       !(c.verb == "list" || c.verb == "show");
-  try {
+  if (!existing_schema) try {
     storage::BackendOptions options = conf::backend_options(config);
     // Everything goes to the primary: a change must be read back as written, and a lagging
     // replica would explain a lookup with old rows.
@@ -478,6 +491,7 @@ int run(const Command& c) {
   }
 
   std::unique_ptr<storage::DirectoryAdmin> admin;
+  if (existing_schema) db_problem = "the rules of an existing schema are its own queries";
   if (session)
     admin = std::make_unique<storage::DirectoryAdmin>(*session, config.defaults.recipient_delimiter,
                                                       c.timeout ? *c.timeout : kDefaultDbTimeout);

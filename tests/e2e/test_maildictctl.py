@@ -423,6 +423,30 @@ class Maildictctl(h.DaemonsTestCase):
         line = [l for l in out.splitlines() if l.strip().startswith("mailaddrmap")]
         self.assertNotIn("sales@shop.test", line[0])
 
+    def test_8b_existing_schema_is_not_changed(self):
+        # A configuration serving the operator's own tables (issue 6 part 2): maildictctl knows
+        # neither those tables nor their queries, so it refuses to change anything.
+        legacy = self.tmp.join("legacy.db")
+        with open(os.path.join(h.SOURCE_DIR, "tests", "data", "existing", "three", "schema.sql")) as f:
+            schema = f.read().replace("@HASH@", "$2b$04$" + "x" * 53)
+        with sqlite3.connect(legacy) as c:
+            c.executescript(schema)
+        with open(os.path.join(h.SOURCE_DIR, "tests", "data", "existing", "three", "smtpd-table.conf")) as f:
+            table_conf = f.read().replace("@DB@", legacy)
+        table_path = self.tmp.join("legacy-table.conf")
+        with open(table_path, "w") as f:
+            f.write(table_conf)
+        conf = self.tmp.join("legacy-maildict.conf")
+        with open(conf, "w") as f:
+            f.write("socket = %s\nsmtpd_table_config = %s\n" % (self.maildictd.socket, table_path))
+        with sqlite3.connect(legacy) as c:
+            before = "\n".join(c.iterdump())
+        rc, out, err = h.maildictctl(conf, "user", "add", "new@example.org", "--no-password")
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("existing schema", err)
+        with sqlite3.connect(legacy) as c:
+            self.assertEqual("\n".join(c.iterdump()), before)
+
     def test_9_maildictd_log_has_no_secret(self):
         text = self.maildictd.log_text()
         for address, password in PASSWORDS.items():

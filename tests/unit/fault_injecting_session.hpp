@@ -33,6 +33,10 @@ class FaultInjectingSession final : public SqlSession {
     }
     return inner_->run(sql, params, rows, err);
   }
+  bool run_named(std::string_view sql, std::span<const SqlValue> params, SqlRows& rows,
+                 std::vector<std::string>& names, SqlError& err) override {
+    return inner_->run_named(sql, params, rows, names, err);
+  }
   bool prepare(std::string_view sql, SqlError& err) override { return inner_->prepare(sql, err); }
   bool begin(SessionRole role, SqlError& err) override { return inner_->begin(role, err); }
   bool commit(SqlError& err) override { return inner_->commit(err); }
