@@ -467,6 +467,7 @@ int run(const Command& c) {
   std::unique_ptr<storage::DirectoryBackend> backend;
   std::unique_ptr<storage::SqlSession> session;
   std::string db_problem;
+  int db_exit = ctl::exit_tempfail;
   const bool writes = c.object != "lookup" &&
                       !(c.verb == "list" || c.verb == "show");
   if (!existing_schema) try {
@@ -476,18 +477,25 @@ int run(const Command& c) {
     options.replica.clear();
     options.application_name = "maildictctl";
     options.statement_timeout = c.timeout ? *c.timeout : kDefaultDbTimeout;
-    backend = storage::open_backend(options);
+    try {
+      backend = storage::open_backend(options);
+    } catch (const std::exception& e) {
+      error(e.what());  // the database URI itself is wrong
+      return ctl::exit_config;
+    }
     // A change on a fresh install creates the schema (as maildictd does at startup).
     if (writes) backend->prepare_schema();
     session = backend->open_session(storage::SessionRole::write);
   } catch (const std::exception& e) {
     db_problem = e.what();
+    // A database that is there but not ours (or newer than us) will not get better by trying
+    // again; everything else (down, locked, missing file, refused connection) may.
+    if (db_problem.find("schema version") != std::string::npos || db_problem.find("not maildict's") != std::string::npos)
+      db_exit = ctl::exit_db_error;
   }
-  if (!session) {
-    if (c.object != "lookup") {
-      error("cannot reach the database: " + db_problem);
-      return ctl::exit_tempfail;
-    }
+  if (!session && c.object != "lookup") {
+    error((db_exit == ctl::exit_tempfail ? "cannot reach the database: " : "unusable database: ") + db_problem);
+    return db_exit;
   }
 
   std::unique_ptr<storage::DirectoryAdmin> admin;
