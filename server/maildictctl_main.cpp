@@ -209,11 +209,34 @@ int user_command(const Command& c, storage::DirectoryAdmin& admin, const conf::C
       error(why);
       return ctl::exit_usage;
     }
-    if (c.verb == "passwd") {
-      // Also before the prompt: the user must exist.
-      storage::UserRecord existing;
-      auto r = admin.show_user(name->canonical(), existing);
-      if (!r.ok()) return report(r, "");
+    // Also before the prompt, what can be known already (the change checks it all again in
+    // its transaction): passwd needs the user, add needs a usable domain and a free name.
+    storage::UserRecord existing;
+    auto found = admin.show_user(name->canonical(), existing);
+    if (c.verb == "passwd" && !found.ok()) return report(found, "");
+    if (c.verb == "add") {
+      if (found.ok()) {
+        error("user " + name->canonical() + " exists already");
+        return ctl::exit_conflict;
+      }
+      if (found.status != AdminStatus::not_found) return report(found, "");
+      storage::DomainRecord domain;
+      auto d = admin.show_domain(name->domain, domain);
+      if (!d.ok() && d.status != AdminStatus::not_found) return report(d, "");
+      if (!d.ok()) {
+        error("domain " + name->domain + " does not exist; add it first (maildictctl domain add " + name->domain + ")");
+        return ctl::exit_not_found;
+      }
+      if (!domain.active) {
+        error("domain " + name->domain + " is disabled; enable it first (maildictctl domain enable " + name->domain +
+              ")");
+        return ctl::exit_conflict;
+      }
+      if (domain.alias_for) {
+        error(name->domain + " is an alias domain of " + *domain.alias_for + "; add the user as " + name->local_part +
+              "@" + *domain.alias_for);
+        return ctl::exit_conflict;
+      }
     }
     int failed = 0;
     auto hash = password_hash(name->canonical(), c, failed);
