@@ -3,6 +3,7 @@
 #include "conf/config.hpp"
 
 #include "conf/existing_schema_files.hpp"
+#include "conf/text_file.hpp"
 #include "storage/directory_sql.hpp"
 
 #include <algorithm>
@@ -15,12 +16,6 @@
 
 namespace maildict::conf {
 namespace {
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
-  return s;
-}
 
 // A '#' starts a comment at the start of the value or after whitespace, so values such as
 // "maildir:~/Mail#x" keep their '#'.
@@ -259,12 +254,16 @@ Config parse_config(const std::string& text, const std::string& name, bool read_
   return config;
 }
 
-Config load_config(const std::string& path, bool read_referenced_files) {
+std::string read_text_file(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError(path + ": cannot read the configuration file");
+  if (!in) throw ConfigError(path + ": cannot read " + what);
   std::ostringstream text;
   text << in.rdbuf();
-  return parse_config(text.str(), path, read_referenced_files);
+  return text.str();
+}
+
+Config load_config(const std::string& path, bool read_referenced_files) {
+  return parse_config(read_text_file(path, "the configuration file"), path, read_referenced_files);
 }
 
 unsigned pool_size(const Config& config) {
