@@ -3,6 +3,7 @@
 #include "conf/config.hpp"
 
 #include "conf/existing_schema_files.hpp"
+#include "conf/text_file.hpp"
 #include "storage/directory_sql.hpp"
 
 #include <algorithm>
@@ -15,12 +16,6 @@
 
 namespace maildict::conf {
 namespace {
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
-  return s;
-}
 
 // A '#' starts a comment at the start of the value or after whitespace, so values such as
 // "maildir:~/Mail#x" keep their '#'.
@@ -174,16 +169,20 @@ const std::map<std::string, Setter, std::less<>>& setters() {
          c.log_level = v;
        }},
       {"smtpd_table_config", [](Config& c, std::string_view v) {
-         if (v.empty() || v.front() != '/') throw BadValue{"must be an absolute path"};
+         if (v.empty()) return;  // off
+         if (v.front() != '/') throw BadValue{"must be an absolute path"};
          c.smtpd_table_config = v;
+         if (!c.read_referenced_files) return;
          storage::SmtpdTableQueries q;
          std::string db = read_smtpd_table_file(c.smtpd_table_config, q);
          existing_of(c).smtpd = std::move(q);
          c.existing_database.emplace_back(c.smtpd_table_config, db);
        }},
       {"dovecot_sql_config", [](Config& c, std::string_view v) {
-         if (v.empty() || v.front() != '/') throw BadValue{"must be an absolute path"};
+         if (v.empty()) return;  // off
+         if (v.front() != '/') throw BadValue{"must be an absolute path"};
          c.dovecot_sql_config = v;
+         if (!c.read_referenced_files) return;
          storage::DovecotSqlQueries q;
          std::string db = read_dovecot_sql_file(c.dovecot_sql_config, q);
          existing_of(c).dovecot = std::move(q);
@@ -204,9 +203,10 @@ const std::map<std::string, Setter, std::less<>>& setters() {
 
 }  // namespace
 
-Config parse_config(const std::string& text, const std::string& name) {
+Config parse_config(const std::string& text, const std::string& name, bool read_referenced_files) {
   Config config;
   config.source = name;
+  config.read_referenced_files = read_referenced_files;
   std::map<std::string, int, std::less<>> seen_at;
   std::istringstream in(text);
   std::string raw;
@@ -254,12 +254,16 @@ Config parse_config(const std::string& text, const std::string& name) {
   return config;
 }
 
-Config load_config(const std::string& path) {
+std::string read_text_file(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError(path + ": cannot read the configuration file");
+  if (!in) throw ConfigError(path + ": cannot read " + what);
   std::ostringstream text;
   text << in.rdbuf();
-  return parse_config(text.str(), path);
+  return text.str();
+}
+
+Config load_config(const std::string& path, bool read_referenced_files) {
+  return parse_config(read_text_file(path, "the configuration file"), path, read_referenced_files);
 }
 
 unsigned pool_size(const Config& config) {

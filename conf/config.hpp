@@ -50,6 +50,9 @@ struct Config {
   std::string log_level = "info";
 
   std::string source;  // the file this was read from
+  // Whether smtpd_table_config / dovecot_sql_config are opened and read. table-maildict only
+  // needs the socket and runs as smtpd's user, who may not read them (they can hold passwords).
+  bool read_referenced_files = true;
 };
 
 class ConfigError : public std::runtime_error {
@@ -58,9 +61,9 @@ class ConfigError : public std::runtime_error {
 };
 
 // Reads and validates a configuration file. Throws ConfigError.
-Config load_config(const std::string& path);
+Config load_config(const std::string& path, bool read_referenced_files = true);
 // Parses configuration text; `name` is used in error messages.
-Config parse_config(const std::string& text, const std::string& name);
+Config parse_config(const std::string& text, const std::string& name, bool read_referenced_files = true);
 
 // The number of database connections (and pool threads) to open: db_connections, or when it
 // is 0 one per CPU core and at least two (SQLite), twice the cores and at least four (PostgreSQL).

@@ -155,40 +155,32 @@ class ExistingSchemaDirectory final : public DirectoryConnection {
 
   Result<PassdbEntry> passdb(std::string_view login, Deadline deadline) override {
     using R = Result<PassdbEntry>;
-    const TemplatedQuery* q = dovecot_query(&DovecotSqlQueries::password_query);
-    if (!q) return R::temp_fail(missing("password_query"));
-    auto name = split_login(login);
-    if (!name) return R::not_found();
-    SqlRows rows;
-    std::vector<std::string> names;
-    if (auto failed = run(*q, *name, deadline, rows, names)) return *failed ? R::temp_fail(error_) : R::not_found();
-    if (rows.empty()) return R::not_found();
-    auto password = column(names, "password");
-    if (!password) return R::temp_fail("password_query in " + schema_->dovecot->source + " returns no 'password' column");
-    PassdbEntry e;
-    e.user = user_of(rows[0], names, *name);
-    const std::string& stored = cell(rows[0], password);
-    if (!stored.empty()) {
-      const std::string& scheme = schema_->dovecot->default_pass_scheme;
-      if (stored.front() == '{' || scheme.empty())
-        e.password = with_scheme_prefix(stored);
-      else
-        e.password = "{" + scheme + "}" + stored;
-    }
-    return R::found(std::move(e));
+    return per_login<R>(&DovecotSqlQueries::password_query, "password_query", login, deadline,
+                        [this](const SqlRow& row, const std::vector<std::string>& names, const MailboxName& name) {
+                          auto password = column(names, "password");
+                          if (!password)
+                            return R::temp_fail("password_query in " + schema_->dovecot->source +
+                                                " returns no 'password' column");
+                          PassdbEntry e;
+                          e.user = user_of(row, names, name);
+                          const std::string& stored = cell(row, password);
+                          if (!stored.empty()) {
+                            const std::string& scheme = schema_->dovecot->default_pass_scheme;
+                            if (stored.front() == '{' || scheme.empty())
+                              e.password = with_scheme_prefix(stored);
+                            else
+                              e.password = "{" + scheme + "}" + stored;
+                          }
+                          return R::found(std::move(e));
+                        });
   }
 
   Result<UserdbEntry> userdb(std::string_view login, Deadline deadline) override {
     using R = Result<UserdbEntry>;
-    const TemplatedQuery* q = dovecot_query(&DovecotSqlQueries::user_query);
-    if (!q) return R::temp_fail(missing("user_query"));
-    auto name = split_login(login);
-    if (!name) return R::not_found();
-    SqlRows rows;
-    std::vector<std::string> names;
-    if (auto failed = run(*q, *name, deadline, rows, names)) return *failed ? R::temp_fail(error_) : R::not_found();
-    if (rows.empty()) return R::not_found();
-    return R::found(entry_from(rows[0], names, *name));
+    return per_login<R>(&DovecotSqlQueries::user_query, "user_query", login, deadline,
+                        [this](const SqlRow& row, const std::vector<std::string>& names, const MailboxName& name) {
+                          return R::found(entry_from(row, names, name));
+                        });
   }
 
   Result<std::vector<UserdbEntry>> users(Deadline deadline) override {
@@ -224,11 +216,17 @@ class ExistingSchemaDirectory final : public DirectoryConnection {
     const SmtpdTableQueries& t = *schema_->smtpd;
     const bool fetch = service == "source" && key.empty();
     const std::string* sql = nullptr;
+    bool mailaddr_by_alias = false;
     if (fetch) {
       if (t.fetch_source.empty()) return R::temp_fail("no fetch_source in " + t.source);
       sql = &t.fetch_source;
     } else {
       auto it = t.queries.find(std::string(service));
+      // maildict's smtpd.conf checks recipients with `rcpt-to <recipients>` (a mailaddr check);
+      // a table-sqlite setup seldom has query_mailaddr, so an address is taken to be in the
+      // table when query_alias resolves it (the value of a check is not used).
+      mailaddr_by_alias = it == t.queries.end() && service == "mailaddr";
+      if (mailaddr_by_alias) it = t.queries.find("alias");
       if (it == t.queries.end()) return R::temp_fail("no query_" + std::string(service) + " in " + t.source);
       sql = &it->second;
     }
@@ -256,12 +254,28 @@ class ExistingSchemaDirectory final : public DirectoryConnection {
       for (const auto& v : unique) out.push_back({v});
     }
     if (out.empty()) return R::not_found();
+    if (mailaddr_by_alias) out = {{std::string(key)}};
     return R::found(std::move(out));
   }
 
   bool healthy() const override { return s_->healthy(); }
 
  private:
+  // Runs one of Dovecot's per-login queries and hands its first row to `make`.
+  template <class R, class Make>
+  R per_login(std::optional<TemplatedQuery> DovecotSqlQueries::*which, const char* what, std::string_view login,
+              Deadline deadline, Make&& make) {
+    const TemplatedQuery* q = dovecot_query(which);
+    if (!q) return R::temp_fail(missing(what));
+    auto name = split_login(login);
+    if (!name) return R::not_found();
+    SqlRows rows;
+    std::vector<std::string> names;
+    if (auto failed = run(*q, *name, deadline, rows, names)) return *failed ? R::temp_fail(error_) : R::not_found();
+    if (rows.empty()) return R::not_found();
+    return make(rows[0], names, *name);
+  }
+
   const TemplatedQuery* dovecot_query(std::optional<TemplatedQuery> DovecotSqlQueries::*which) const {
     if (!schema_->dovecot) return nullptr;
     const auto& q = (*schema_->dovecot).*which;

@@ -56,7 +56,9 @@ struct ExistingSchema {
 };
 
 // The directory over an existing schema. Questions without a query fail temporarily with a
-// message naming the missing line (as table-sqlite does), never "not found".
+// message naming the missing line (as table-sqlite does), never "not found". One addition to
+// table-sqlite's behaviour: without query_mailaddr, a mailaddr check (maildict's smtpd.conf
+// uses `rcpt-to <recipients>`) is answered by query_alias.
 std::unique_ptr<DirectoryConnection> make_existing_schema_directory(std::unique_ptr<SqlSession> session,
                                                                    std::shared_ptr<const ExistingSchema> schema,
                                                                    UserDefaults defaults);

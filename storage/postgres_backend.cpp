@@ -88,7 +88,7 @@ class ChangeReceiver final : public pqxx::notification_receiver {
 };
 
 std::unique_ptr<pqxx::connection> listener_connection(const std::string& conninfo, const char* name) {
-  auto c = std::make_unique<pqxx::connection>(conninfo);
+  auto c = std::make_unique<pqxx::connection>(with_connect_timeout(conninfo));
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
   // A silent reconnect would lose the LISTEN and every notification in between.
@@ -142,6 +142,11 @@ std::unique_ptr<SqlSession> PostgresBackend::open_session(SessionRole role) {
 }
 
 std::unique_ptr<DirectoryConnection> PostgresBackend::connect() {
+  // A daemon that started while the server was down (or before anyone created the database's
+  // tables) creates the schema on its first successful connection instead of failing forever.
+  if (!existing_ && !schema_ready_.load(std::memory_order_acquire)) {
+    prepare_schema();
+  }
   if (existing_) return make_existing_schema_directory(open_session(SessionRole::read), existing_, defaults_);
   return make_sql_directory(open_session(SessionRole::read), sql_, defaults_);
 }
@@ -188,6 +193,7 @@ void PostgresBackend::prepare_schema() {
            "cannot record the schema version");
     }
     if (!s->commit(err)) schema_fail("cannot create the schema", err);
+    schema_ready_.store(true, std::memory_order_release);
   } catch (...) {
     s->rollback();
     throw;

@@ -66,6 +66,7 @@ class PostgresBackend final : public DirectoryBackend {
   std::condition_variable stop_wake_;
   bool stopping_ = false;
   std::atomic<bool> listening_{false};
+  std::atomic<bool> schema_ready_{false};
   std::atomic<std::uint64_t> version_{1};
 };
 

@@ -56,6 +56,36 @@ SqlError classify(const pqxx::sql_error& e) {
   return {SqlError::Kind::transient, "database error: " + msg};
 }
 
+// libpq waits for a connection as long as the network lets it unless told otherwise; a pool
+// thread (or the daemon's shutdown) must not hang on a server that does not answer.
+constexpr char kDefaultConnectTimeout[] = "2";
+
+bool conninfo_sets(const std::string& conninfo, std::string_view keyword) {
+  char* errmsg = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &errmsg);
+  if (!opts) {
+    if (errmsg) PQfreemem(errmsg);
+    return false;
+  }
+  bool set = false;
+  for (PQconninfoOption* o = opts; o->keyword; ++o)
+    if (keyword == o->keyword && o->val && *o->val) set = true;
+  PQconninfoFree(opts);
+  return set;
+}
+
+}  // namespace
+
+std::string with_connect_timeout(const std::string& conninfo) {
+  if (conninfo_sets(conninfo, "connect_timeout")) return conninfo;
+  if (conninfo.starts_with("postgresql://") || conninfo.starts_with("postgres://"))
+    return conninfo + (conninfo.find('?') == std::string::npos ? "?" : "&") + "connect_timeout=" +
+           kDefaultConnectTimeout;
+  return conninfo + " connect_timeout=" + kDefaultConnectTimeout;
+}
+
+namespace {
+
 class PostgresSession final : public SqlSession {
  public:
   PostgresSession(const PostgresSessionOptions& options, SessionRole role) : options_(options), role_(role) {
@@ -70,7 +100,7 @@ class PostgresSession final : public SqlSession {
     healthy_ = false;
     const auto& options = options_;
     try {
-      conn_ = std::make_unique<pqxx::connection>(options.conninfo);
+      conn_ = std::make_unique<pqxx::connection>(with_connect_timeout(options.conninfo));
       // pqxx would otherwise reconnect behind our back after a lost connection, dropping the
       // session settings below; the pool replaces an unhealthy session itself.
 #pragma GCC diagnostic push

@@ -56,8 +56,12 @@ struct Fixture {
     const std::string dir = storage::testing::temp_dir().string() + "/";
     std::string smtpd = dir + kind + "-" + std::to_string(reinterpret_cast<std::uintptr_t>(this)) + "-smtpd.conf";
     std::string dovecot = dir + kind + "-" + std::to_string(reinterpret_cast<std::uintptr_t>(this)) + "-dovecot.ext";
-    std::ofstream(smtpd) << replaced(slurp(src + "smtpd-table.conf"), "@DB@", db);
-    std::ofstream(dovecot) << replaced(slurp(src + "dovecot-sql.conf.ext"), "@DB@", db);
+    auto fill = [&](const std::string& text) {
+      return replaced(replaced(replaced(replaced(text, "@DB@", db), "@VMAIL@", "/var/vmail"), "@UID@", "5000"),
+                      "@GID@", "5000");
+    };
+    std::ofstream(smtpd) << fill(slurp(src + "smtpd-table.conf"));
+    std::ofstream(dovecot) << fill(slurp(src + "dovecot-sql.conf.ext"));
     conf = dir + kind + "-" + std::to_string(reinterpret_cast<std::uintptr_t>(this)) + ".conf";
     std::ofstream(conf) << "smtpd_table_config = " << smtpd << "\ndovecot_sql_config = " << dovecot << "\n"
                         << extra_conf;
@@ -132,6 +136,9 @@ TEST_CASE("existing single-table schema: Dovecot and smtpd answers from the oper
   CHECK(s.ask("shared/smtpd/userinfo/alice_single.example").text == "5000:5000:/var/vmail/alice_single.example");
   CHECK(s.ask("shared/smtpd/credentials/alice@single.example").text == "alice@single.example:" + legacy_hash());
   CHECK(s.ask("shared/smtpd/mailaddrmap/alice@single.example").text == "alice@single.example");
+  // No query_mailaddr: the `rcpt-to` check of maildict's smtpd.conf is answered by query_alias.
+  CHECK(s.ask("shared/smtpd/mailaddr/bert@single.example").text == "bert@single.example");
+  CHECK(s.ask("shared/smtpd/mailaddr/bert@other.example").kind == Kind::not_found);
   // No query_netaddr in the file: a temporary failure naming the line, as table-sqlite gives.
   auto n = s.ask("shared/smtpd/netaddr/127.0.0.1");
   CHECK(n.kind == Kind::failed);
