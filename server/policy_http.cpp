@@ -277,6 +277,7 @@ class Session : public std::enable_shared_from_this<Session> {
         res.prepare_payload();
         stream_.expires_after(c.request_timeout);
         co_await http::async_write(stream_, res, asio::as_tuple(asio::use_awaitable));
+        co_await linger();
         break;
       }
       Request req = parser.release();
@@ -296,6 +297,23 @@ class Session : public std::enable_shared_from_this<Session> {
   void set_remote(std::string r) { remote_ = std::move(r); }
 
  private:
+  // After an error answer to a request that was not read in full: stop sending, then read and
+  // drop what the client still sends (bounded in bytes and time) before closing. Closing with
+  // unread input would make the kernel reset the connection and could destroy the answer
+  // before the client has read it.
+  asio::awaitable<void> linger() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.expires_after(std::chrono::seconds(1));
+    std::array<char, 16384> sink;
+    std::size_t total = 0;
+    while (total < (1u << 20)) {
+      auto [rec, n] = co_await stream_.async_read_some(asio::buffer(sink), asio::as_tuple(asio::use_awaitable));
+      if (rec) break;
+      total += n;
+    }
+  }
+
   bool key_ok(const Request& req) const {
     const auto& key = shared_.config.policy_api_key;
     if (key.empty()) return true;
