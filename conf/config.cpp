@@ -121,9 +121,20 @@ const std::map<std::string, Setter, std::less<>>& setters() {
       {"socket_group", [](Config& c, std::string_view v) { c.socket_group = v; }},
       {"user", [](Config& c, std::string_view v) { c.run_as_user = v; }},
       {"database", [](Config& c, std::string_view v) {
-         if (!v.starts_with("sqlite:") || v.size() <= 7 || v[7] != '/')
-           throw BadValue{"expected sqlite:/absolute/path (the only backend so far)"};
+         if (v.starts_with("sqlite:")) {
+           if (v.size() <= 7 || v[7] != '/') throw BadValue{"expected sqlite:/absolute/path"};
+         } else if (v.starts_with("postgresql:")) {
+           if (trim(v.substr(11)).empty())
+             throw BadValue{"expected postgresql:<conninfo>, e.g. postgresql:host=/run/postgresql dbname=maildict"};
+         } else {
+           throw BadValue{"expected sqlite:/absolute/path or postgresql:<conninfo>"};
+         }
          c.database = v;
+       }},
+      {"database_replica", [](Config& c, std::string_view v) {
+         if (!v.empty() && (!v.starts_with("postgresql:") || trim(v.substr(11)).empty()))
+           throw BadValue{"expected postgresql:<conninfo> of a read replica, or nothing"};
+         c.database_replica = v;
        }},
       {"db_connections", [](Config& c, std::string_view v) {
          c.db_connections = static_cast<unsigned>(parse_uint(v, 256));
@@ -152,6 +163,8 @@ const std::map<std::string, Setter, std::less<>>& setters() {
        }},
       {"cache_entries", [](Config& c, std::string_view v) { c.cache_entries = parse_uint(v, 100'000'000); }},
       {"cache_ttl", [](Config& c, std::string_view v) { c.cache_ttl = parse_duration(v); }},
+      {"cache_negative_ttl", [](Config& c, std::string_view v) { c.cache_negative_ttl = parse_duration(v); }},
+      {"cache_serve_stale", [](Config& c, std::string_view v) { c.cache_serve_stale = parse_duration(v); }},
       {"default_uid", [](Config& c, std::string_view v) {
          if (v.empty()) throw BadValue{"must not be empty"};
          c.defaults.uid = v;
@@ -299,6 +312,9 @@ Config parse_config(const std::string& text, const std::string& name) {
       throw ConfigError(where() + std::string(key) + ": " + bad.why);
     }
   }
+  if (!config.database_replica.empty() && !config.database.starts_with("postgresql:"))
+    throw ConfigError(name + ":" + std::to_string(seen_at.find("database_replica")->second) +
+                      ": database_replica: needs database = postgresql:... (SQLite has no replicas)");
   return config;
 }
 
@@ -312,6 +328,9 @@ Config load_config(const std::string& path) {
 
 unsigned pool_size(const Config& config) {
   if (config.db_connections != 0) return config.db_connections;
+  // A PostgreSQL query mostly waits for the server: more connections than cores keep the
+  // server busy while this host's threads sleep.
+  if (config.database.starts_with("postgresql:")) return std::max(4u, 2 * std::thread::hardware_concurrency());
   // SQLite reads from a warm page cache are CPU work: threads beyond the cores only add
   // wake-ups (on 2 cores, 2 connections answered 1.4x more cache misses than 4).
   return std::max(2u, std::thread::hardware_concurrency());
@@ -321,6 +340,15 @@ ListenAddress policy_listen_address(const Config& config) {
   auto a = split_listen(config.policy_listen);
   if (!a) throw ConfigError(config.source + ": policy_listen: expected ADDRESS:PORT");
   return *a;
+}
+
+storage::BackendOptions backend_options(const Config& config) {
+  storage::BackendOptions o;
+  o.database = config.database;
+  o.replica = config.database_replica;
+  o.defaults = config.defaults;
+  o.statement_timeout = config.request_timeout;
+  return o;
 }
 
 std::string sqlite_path_of(const Config& config) {

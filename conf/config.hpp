@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include "server/policy_engine.hpp"
+#include "storage/backend_factory.hpp"
 #include "storage/directory.hpp"
 
 namespace maildict::conf {
@@ -20,7 +21,8 @@ struct Config {
   std::string socket_group = "dovecot";
   std::string run_as_user;             // `user`: drop privileges to it after binding; empty: stay
   // database
-  std::string database = "sqlite:/var/lib/maildict/directory.db";
+  std::string database = "sqlite:/var/lib/maildict/directory.db";  // or postgresql:<conninfo>
+  std::string database_replica;        // postgresql:<conninfo> for lookups; empty: the primary
   unsigned db_connections = 0;         // 0: one per CPU core, at least two (pool_size())
   std::size_t max_queued_requests = 10000;
   // threads and limits
@@ -33,6 +35,8 @@ struct Config {
   // cache
   std::size_t cache_entries = 100000;
   std::chrono::milliseconds cache_ttl{60000};
+  std::chrono::milliseconds cache_negative_ttl{10000};  // "not found" answers
+  std::chrono::milliseconds cache_serve_stale{0};       // 0: never serve a stale answer
   // directory defaults
   storage::UserDefaults defaults;
   // logging: trace, debug, info, warn, error, critical, off
@@ -61,7 +65,7 @@ Config load_config(const std::string& path);
 Config parse_config(const std::string& text, const std::string& name);
 
 // The number of database connections (and pool threads) to open: db_connections, or when it
-// is 0 one per CPU core and at least two.
+// is 0 one per CPU core and at least two (SQLite), twice the cores and at least four (PostgreSQL).
 unsigned pool_size(const Config& config);
 
 // policy_listen split into a loopback address and a port (validated by parse_config).
@@ -70,6 +74,8 @@ struct ListenAddress {
   unsigned short port = 0;
 };
 ListenAddress policy_listen_address(const Config& config);
+// What storage::open_backend needs from the configuration.
+storage::BackendOptions backend_options(const Config& config);
 
 // "sqlite:/path" -> "/path"; throws ConfigError for any other scheme.
 std::string sqlite_path_of(const Config& config);

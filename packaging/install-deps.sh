@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs what maildict needs from Debian bookworm's packages, and only what is missing.
 #   packaging/install-deps.sh build   compiler, CMake and the libraries (enough to run the demo)
-#   packaging/install-deps.sh test    also the real peers the tests start (Dovecot, OpenSMTPD
+#   packaging/install-deps.sh test    also the real peers the tests start (Dovecot, PostgreSQL, OpenSMTPD
 #                                     6.8, and 7.4 from bookworm-backports unpacked under
 #                                     /opt/maildict-test, see tests/e2e/fetch-smtpd-backports.sh)
 #                                     and clang for the fuzz targets
@@ -10,12 +10,14 @@ set -eu
 what=${1:-build}
 
 pkgs="build-essential cmake pkg-config libboost1.81-dev libboost-json1.81-dev libsqlite3-dev
-      libspdlog-dev doctest-dev libcrypt-dev sqlite3 socat"
+      libpqxx-dev libspdlog-dev doctest-dev libcrypt-dev sqlite3 socat"
 if [ "$what" = test ]; then
   # opensmtpd is bookworm's 6.8.0p2 (it provides mail-transport-agent, so apt replaces an
   # installed exim4/postfix: fine on a CI machine). openssl makes the test's certificate.
+  # postgresql: the tests start their own server with initdb/pg_ctl in a temporary directory;
+  # dovecot-pgsql lets the benchmark compare with Dovecot's dict server on the same database.
   pkgs="$pkgs python3 clang libclang-rt-14-dev dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite
-        opensmtpd openssl"
+        dovecot-pgsql opensmtpd openssl postgresql"
 fi
 here=$(cd "$(dirname "$0")" && pwd)
 backports() {

@@ -7,6 +7,7 @@
 #include <iostream>
 #include <string>
 
+#include "storage/backend_factory.hpp"
 #include "storage/demo_directory.hpp"
 #include "storage/password_scheme.hpp"
 
@@ -16,7 +17,9 @@ void usage(std::FILE* to) {
   std::fprintf(to, R"(Usage: maildict-admin COMMAND [ARGS]
 
 Commands:
-  demo DB [--bulk N]        create (or complete) the demo directory in the SQLite file DB:
+  demo DB [--bulk N]        create (or complete) the demo directory in DB, an SQLite file
+                            path or a database URI as in maildict.conf (sqlite:/path or
+                            postgresql:<conninfo>); the schema is created when missing:
                             domains example.org, example.net, example.com (alias domain of
                             example.org) and disabled.example; users john@example.org
                             (password john-secret, bcrypt), jane@example.org (jane-secret,
@@ -57,8 +60,13 @@ int demo(int argc, char** argv) {
       return 2;
     }
   }
-  maildict::storage::create_demo_directory(path, bulk);
-  std::printf("demo directory ready in %s%s\n", path.c_str(),
+  maildict::storage::BackendOptions options;
+  options.database = path.starts_with("sqlite:") || path.starts_with("postgresql:") ? path : "sqlite:" + path;
+  options.application_name = "maildict-admin";
+  options.statement_timeout = std::chrono::minutes(10);  // a bulk insert is one long transaction
+  auto backend = maildict::storage::open_backend(options);
+  maildict::storage::create_demo_directory(*backend, bulk);
+  std::printf("demo directory ready in %s%s\n", maildict::storage::describe_database(options.database).c_str(),
               bulk ? (" (with " + std::to_string(bulk) + " bulk users)").c_str() : "");
   return 0;
 }

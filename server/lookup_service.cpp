@@ -17,8 +17,21 @@ std::string printable_excerpt(std::string_view text, std::size_t max) {
 
 LookupService::LookupService(storage::DirectoryBackend& backend, storage::Pool& pool,
                              std::size_t cache_entries, std::chrono::milliseconds cache_ttl,
-                             std::chrono::milliseconds request_timeout)
-    : backend_(backend), pool_(pool), cache_(cache_entries, cache_ttl), request_timeout_(request_timeout) {}
+                             std::chrono::milliseconds request_timeout, std::chrono::milliseconds negative_ttl,
+                             std::chrono::milliseconds serve_stale)
+    : backend_(backend),
+      pool_(pool),
+      cache_(cache_entries, cache_ttl, serve_stale),
+      request_timeout_(request_timeout),
+      negative_ttl_(std::min(negative_ttl, cache_ttl)) {}
+
+std::optional<LookupAnswer> LookupService::stale_answer(const std::string& key, const std::string& why) {
+  auto stale = cache_.get_stale(key);
+  if (!stale) return std::nullopt;
+  if (on_stale_)
+    on_stale_(printable_excerpt(key), std::chrono::duration_cast<std::chrono::milliseconds>(stale->second), why);
+  return std::move(stale->first);
+}
 
 namespace {
 // Counts an answer by outcome and its latency (GET /metrics on the policy listener).
@@ -74,18 +87,27 @@ std::optional<LookupAnswer> LookupService::lookup_uncounted(std::string_view key
       ~Leave() { n.fetch_sub(1, std::memory_order_relaxed); }
     } leave{in_flight_};
     if (!conn) {
+      if (auto stale = stale_answer(key, why)) return done(std::move(*stale));
       done(LookupAnswer::failed("maildict: " + why));
       return;
     }
     auto answer = answer_question(*conn, question, key, deadline());
-    if (version && answer.kind != LookupAnswer::Kind::failed) cache_.put(key, *version, answer);
+    if (answer.kind == LookupAnswer::Kind::failed) {
+      if (auto stale = stale_answer(key, answer.text)) return done(std::move(*stale));
+    } else if (version) {
+      std::optional<storage::Clock::duration> ttl;
+      if (answer.kind == LookupAnswer::Kind::not_found) ttl = negative_ttl_;
+      cache_.put(key, *version, answer, ttl);
+    }
     done(std::move(answer));
   };
   in_flight_.fetch_add(1, std::memory_order_relaxed);
   if (!pool_.submit(deadline(), std::move(job))) {
     in_flight_.fetch_sub(1, std::memory_order_relaxed);
     metrics().pool_rejected.inc();
-    return LookupAnswer::failed("maildict: overloaded, too many requests waiting for the database");
+    const std::string why = "maildict: overloaded, too many requests waiting for the database";
+    if (auto stale = stale_answer(std::string(key), why)) return stale;
+    return LookupAnswer::failed(why);
   }
   return std::nullopt;
 }

@@ -23,7 +23,15 @@ struct LookupStats {
 class LookupService {
  public:
   LookupService(storage::DirectoryBackend& backend, storage::Pool& pool, std::size_t cache_entries,
-                std::chrono::milliseconds cache_ttl, std::chrono::milliseconds request_timeout);
+                std::chrono::milliseconds cache_ttl, std::chrono::milliseconds request_timeout,
+                std::chrono::milliseconds negative_ttl = std::chrono::milliseconds(10000),
+                std::chrono::milliseconds serve_stale = std::chrono::milliseconds(0));
+
+  // Called (on a pool thread) each time a stale answer is served because the database could
+  // not answer: key excerpt, age, why the database failed. The daemon logs it.
+  void on_stale_answer(std::function<void(const std::string&, std::chrono::milliseconds, const std::string&)> f) {
+    on_stale_ = std::move(f);
+  }
 
   // Returns the answer when it needs no database (cache hit, unmapped key, overload);
   // otherwise returns nullopt and calls `done` later, on a pool thread, exactly once.
@@ -44,8 +52,14 @@ class LookupService {
 
   storage::DirectoryBackend& backend_;
   storage::Pool& pool_;
+  // A temporary failure answered from an out-of-date cache entry, when configured; nullopt
+  // when there is none young enough.
+  std::optional<LookupAnswer> stale_answer(const std::string& key, const std::string& why);
+
   storage::AnswerCache<LookupAnswer> cache_;
   std::chrono::milliseconds request_timeout_;
+  std::chrono::milliseconds negative_ttl_;
+  std::function<void(const std::string&, std::chrono::milliseconds, const std::string&)> on_stale_;
   std::atomic<std::size_t> in_flight_{0};
 };
 

@@ -6,7 +6,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
+#include <memory>
 #include <cstring>
 #include <iostream>
 #include <spdlog/sinks/stdout_sinks.h>
@@ -20,7 +22,7 @@
 #include "server/policy_http.hpp"
 #include "storage/pool.hpp"
 #include "storage/sql_session.hpp"
-#include "storage/sqlite_directory.hpp"
+#include "storage/backend_factory.hpp"
 
 namespace {
 
@@ -61,7 +63,10 @@ void print_summary(const maildict::conf::Config& c) {
   std::printf("%s: configuration is valid\n", c.source.c_str());
   std::printf("  socket      %s (mode %04o, group %s)\n", c.socket_path.c_str(), static_cast<unsigned>(c.socket_mode),
               c.socket_group.empty() ? "-" : c.socket_group.c_str());
-  std::printf("  database    %s (%u connections)\n", c.database.c_str(), maildict::conf::pool_size(c));
+  std::printf("  database    %s (%u connections)\n", maildict::storage::describe_database(c.database).c_str(),
+              maildict::conf::pool_size(c));
+  if (!c.database_replica.empty())
+    std::printf("  replica     %s (lookups)\n", maildict::storage::describe_database(c.database_replica).c_str());
   std::printf("  timeouts    request %lld ms, idle %lld ms\n", static_cast<long long>(c.request_timeout.count()),
               static_cast<long long>(c.idle_timeout.count()));
   std::printf("  cache       %zu entries, ttl %lld ms\n", c.cache_entries, static_cast<long long>(c.cache_ttl.count()));
@@ -138,7 +143,15 @@ int main(int argc, char** argv) {
     }
     if (!config.run_as_user.empty()) drop_privileges(config.run_as_user);
 
-    maildict::storage::SqliteBackend backend(maildict::conf::sqlite_path_of(config), config.defaults);
+    auto options = maildict::conf::backend_options(config);
+    options.on_event = [](bool ok, const std::string& message) {
+      if (ok)
+        spdlog::info("{}", message);
+      else
+        spdlog::warn("{}", message);
+    };
+    auto backend_ptr = maildict::storage::open_backend(options);
+    auto& backend = *backend_ptr;
     backend_for_policy = &backend;
     try {
       backend.prepare_schema();
@@ -149,7 +162,25 @@ int main(int argc, char** argv) {
     }
     maildict::storage::Pool pool(backend, maildict::conf::pool_size(config), config.max_queued_requests);
     maildict::server::LookupService service(backend, pool, config.cache_entries, config.cache_ttl,
-                                            config.request_timeout);
+                                            config.request_timeout, config.cache_negative_ttl,
+                                            config.cache_serve_stale);
+    // Every stale answer is counted; the log gets at most one line a second so an outage under
+    // load does not flood it.
+    service.on_stale_answer([last = std::make_shared<std::atomic<std::int64_t>>(0),
+                             skipped = std::make_shared<std::atomic<std::uint64_t>>(0)](
+                                const std::string& key, std::chrono::milliseconds age, const std::string& why) {
+      auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::steady_clock::now().time_since_epoch())
+                     .count();
+      auto prev = last->load();
+      if (now - prev < 1000 || !last->compare_exchange_strong(prev, now)) {
+        skipped->fetch_add(1);
+        return;
+      }
+      spdlog::warn("database unavailable ({}); served a stale answer for {} ({} ms old; {} more since the last "
+                   "message)",
+                   why, key, age.count(), skipped->exchange(0));
+    });
     spdlog::info("maildictd {} starting: directory {}", MAILDICT_VERSION, backend.describe());
     auto& m = maildict::server::metrics();
     m.add_gauge("maildict_pool_connections", "Database connections (and threads) in the pool.",

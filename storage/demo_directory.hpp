@@ -13,4 +13,8 @@ namespace maildict::storage {
 // 100k users stays fast). Throws std::runtime_error when the file cannot be written.
 void create_demo_directory(const std::string& path, std::size_t bulk_users = 0);
 
+class DirectoryBackend;
+// The same rows in any backend (creating the schema first when the database is empty).
+void create_demo_directory(DirectoryBackend& backend, std::size_t bulk_users = 0);
+
 }  // namespace maildict::storage

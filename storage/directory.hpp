@@ -157,11 +157,16 @@ class DirectoryBackend {
   // Creates the default schema in an empty database and applies pending migrations (both
   // idempotent, safe with several daemons starting at once). Throws std::runtime_error with a
   // clear message when it cannot; the daemon then still starts and answers temporary failures.
-  virtual void prepare_schema() {}
+  virtual void prepare_schema() = 0;
+
+  // How long the pool waits at most between failed opens; the wait doubles from 100 ms up to
+  // this. An embedded file is usually locked only for moments (retry soon); a server that is
+  // down stays down for a while (do not hammer it).
+  virtual std::chrono::milliseconds max_reopen_interval() const { return std::chrono::milliseconds(100); }
 
   // A raw SQL session for the admin tool and the policy store. `read` may go to a replica;
   // `write` always reaches the primary. Throws std::runtime_error when it cannot connect.
-  virtual std::unique_ptr<SqlSession> open_session(SessionRole role);
+  virtual std::unique_ptr<SqlSession> open_session(SessionRole role) = 0;
 };
 
 }  // namespace maildict::storage

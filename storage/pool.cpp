@@ -8,8 +8,10 @@ namespace maildict::storage {
 namespace {
 
 // A database that cannot be opened is usually still unopenable a moment later; retrying on
-// every job would turn one outage into a storm of open() calls.
-constexpr auto kReopenInterval = std::chrono::milliseconds(100);
+// every job would turn one outage into a storm of open() calls. The wait doubles with each
+// failed open up to the backend's bound (a server that is down for minutes is not asked ten
+// times a second per thread; a briefly locked file is retried soon).
+constexpr auto kReopenFirst = std::chrono::milliseconds(100);
 
 const std::string kShuttingDown = "shutting down";
 const std::string kQueueTimeout = "timed out waiting for a database connection";
@@ -71,6 +73,7 @@ void Pool::worker_loop() {
   std::unique_ptr<DirectoryConnection> conn;
   std::string open_error;
   Clock::time_point next_open_attempt{};
+  Clock::duration reopen_interval = kReopenFirst;
 
   for (;;) {
     Item item;
@@ -94,7 +97,7 @@ void Pool::worker_loop() {
     // one: an open that gave up after waiting out a lock has paced itself already, and the
     // lock may be gone for the next job.
     if (!conn && (open_error.empty() || now >= next_open_attempt)) {
-      next_open_attempt = now + kReopenInterval;
+      next_open_attempt = now + reopen_interval;
       try {
         conn = backend_.connect();
         open_error = conn ? std::string() : "cannot open database: backend gave no connection";
@@ -103,6 +106,7 @@ void Pool::worker_loop() {
       } catch (...) {
         open_error = "cannot open database: unknown error";
       }
+      reopen_interval = conn ? kReopenFirst : std::min<Clock::duration>(reopen_interval * 2, backend_.max_reopen_interval());
     }
     if (!conn) {
       run_job(item.job, nullptr, open_error);

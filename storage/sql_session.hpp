@@ -52,6 +52,9 @@ class SqlSession {
   // `err` filled on failure; after a transient failure the session may be unhealthy.
   virtual bool run(std::string_view sql, std::span<const SqlValue> params, SqlRows* rows, SqlError& err) = 0;
 
+  // Prepares a statement ahead of its first run (a connection checks its schema this way).
+  virtual bool prepare(std::string_view sql, SqlError& err) = 0;
+
   // Transactions. A read transaction gives several statements one consistent snapshot; a write
   // transaction makes several changes one unit (rolled back unless committed).
   virtual bool begin(SessionRole role, SqlError& err) = 0;

@@ -33,6 +33,7 @@ class SqliteBackend final : public DirectoryBackend {
   // replaced file is noticed within 250 ms.
   std::optional<std::uint64_t> data_version() override;
   std::string describe() const override;
+  std::unique_ptr<SqlSession> open_session(SessionRole role) override;
 
  private:
   std::string path_;

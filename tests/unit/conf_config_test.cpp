@@ -74,3 +74,30 @@ TEST_CASE("db_connections 0 means one per core, at least two") {
   auto fixed = parse_config("db_connections = 7\n", "t.conf");
   CHECK(maildict::conf::pool_size(fixed) == 7);
 }
+
+TEST_CASE("postgresql: conninfo, replica, pool default and secret-free description") {
+  auto c = parse_config(
+      "database = postgresql:host=/run/postgresql dbname=maildict user=md password=s3cret\n"
+      "database_replica = postgresql:host=replica.example dbname=maildict\n"
+      "cache_negative_ttl = 2s\ncache_serve_stale = 5min\n",
+      "t.conf");
+  CHECK(c.database == "postgresql:host=/run/postgresql dbname=maildict user=md password=s3cret");
+  CHECK(c.database_replica == "postgresql:host=replica.example dbname=maildict");
+  CHECK(c.cache_negative_ttl == std::chrono::seconds(2));
+  CHECK(c.cache_serve_stale == std::chrono::minutes(5));
+  CHECK(maildict::conf::pool_size(c) >= 4);
+  auto options = maildict::conf::backend_options(c);
+  CHECK(options.replica == c.database_replica);
+  CHECK(options.statement_timeout == c.request_timeout);
+  std::string shown = maildict::storage::describe_database(c.database);
+  CHECK(shown.find("s3cret") == std::string::npos);
+  CHECK(shown.find("dbname=maildict") != std::string::npos);
+  CHECK(maildict::storage::describe_database("postgresql:postgresql://md:s3cret@db.example/maildict").find("s3cret") ==
+        std::string::npos);
+
+  CHECK(error_of("database = postgresql:\n").starts_with("test.conf:1: database: "));
+  CHECK(error_of("database_replica = sqlite:/x\n").starts_with("test.conf:1: database_replica: "));
+  // A replica only makes sense with PostgreSQL.
+  CHECK(error_of("database_replica = postgresql:host=r\n").find("needs database = postgresql") != std::string::npos);
+  CHECK(parse_config("cache_serve_stale = 0\n", "t.conf").cache_serve_stale.count() == 0);
+}

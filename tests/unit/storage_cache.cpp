@@ -60,3 +60,26 @@ TEST_CASE("cache: put replaces, clear empties, size 0 disables") {
   off.put("a", 1, 1);
   CHECK_FALSE(off.get("a", 1).has_value());
 }
+
+TEST_CASE("AnswerCache: a per-entry TTL (negative answers) and stale answers only when configured") {
+  using namespace std::chrono_literals;
+  AnswerCache<std::string> strict(10, 60s);
+  strict.put("k", 1, "v");
+  CHECK(strict.get("k", 2) == std::nullopt);  // the data changed
+  CHECK(strict.get_stale("k") == std::nullopt);  // and without a stale limit it is gone
+
+  AnswerCache<std::string> lenient(10, 60s, 5min);
+  lenient.put("k", 1, "v");
+  CHECK(lenient.get("k", 2) == std::nullopt);  // a changed database is never served by get()
+  auto stale = lenient.get_stale("k");
+  REQUIRE(stale.has_value());
+  CHECK(stale->first == "v");
+  CHECK(stale->second < 5min);
+  CHECK(lenient.get_stale("other") == std::nullopt);
+
+  AnswerCache<std::string> short_negative(10, 60s);
+  short_negative.put("missing", 1, "N", 0ms);  // expires at once
+  short_negative.put("present", 1, "O");
+  CHECK(short_negative.get("missing", 1) == std::nullopt);
+  CHECK(short_negative.get("present", 1) == std::optional<std::string>("O"));
+}

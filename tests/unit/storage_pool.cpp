@@ -41,6 +41,8 @@ class FakeBackend final : public DirectoryBackend {
   }
   std::optional<std::uint64_t> data_version() override { return 1; }
   std::string describe() const override { return "fake"; }
+  void prepare_schema() override {}
+  std::unique_ptr<SqlSession> open_session(SessionRole) override { throw std::runtime_error("no SQL here"); }
   std::atomic<int> connects{0};
   std::atomic<bool> fail_open{false};
   std::atomic<int> open_delay_ms{0};

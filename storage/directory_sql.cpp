@@ -1,0 +1,73 @@
+#include "storage/directory_sql.hpp"
+
+namespace maildict::storage {
+
+namespace {
+
+// "active = 1" rather than "<> 0": a value nobody meant as "enabled" (2, 'no', '') must not
+// let a disabled account log in.
+constexpr char kPassdb[] =
+    "SELECT u.password FROM users u JOIN domains d ON d.domain = u.domain "
+    "WHERE u.local_part = $1 AND u.domain = $2 AND u.active = 1 AND d.active = 1";
+constexpr char kUserdb[] =
+    "SELECT u.uid, u.gid, u.home, u.mail, u.quota_bytes FROM users u "
+    "JOIN domains d ON d.domain = u.domain "
+    "WHERE u.local_part = $1 AND u.domain = $2 AND u.active = 1 AND d.active = 1";
+constexpr char kUsers[] =
+    "SELECT u.local_part, u.domain, u.uid, u.gid, u.home, u.mail, u.quota_bytes FROM users u "
+    "JOIN domains d ON d.domain = u.domain "
+    "WHERE u.active = 1 AND d.active = 1 ORDER BY u.domain, u.local_part";
+constexpr char kDomainRow[] =
+    "SELECT active, alias_for FROM domains WHERE domain = $1";
+constexpr char kUserActive[] =
+    "SELECT 1 FROM users u JOIN domains d ON d.domain = u.domain "
+    "WHERE u.local_part = $1 AND u.domain = $2 AND u.active = 1 AND d.active = 1";
+constexpr char kRelay[] =
+    "SELECT username, password FROM relay_credentials WHERE label = $1";
+constexpr char kSenderLogins[] =
+    "SELECT address FROM sender_logins WHERE login IN ($1, $2) ORDER BY address";
+// Aliases whose only active destination is this user (in either spelling); never the catch-all,
+// which would let one user send as anyone at the domain.
+constexpr char kSoleAliases[] =
+    "SELECT a.local_part, a.domain FROM aliases a JOIN domains d ON d.domain = a.domain "
+    "WHERE a.destination IN ($1, $2) AND a.active = 1 AND d.active = 1 AND a.local_part <> '' "
+    "AND NOT EXISTS (SELECT 1 FROM aliases o WHERE o.domain = a.domain AND o.local_part = a.local_part "
+    "AND o.active = 1 AND o.destination <> a.destination) ORDER BY a.domain, a.local_part";
+constexpr char kSmtpdKeys[] =
+    "SELECT DISTINCT key FROM smtpd_values WHERE service = $1 ORDER BY key";
+
+const DirectorySql kSqlite = {
+    kPassdb,
+    kUserdb,
+    kUsers,
+    kDomainRow,
+    "SELECT destination FROM aliases WHERE local_part = $1 AND domain = $2 AND active = 1 ORDER BY rowid",
+    kUserActive,
+    kRelay,
+    kSenderLogins,
+    kSoleAliases,
+    "SELECT value FROM smtpd_values WHERE service = $1 AND key = $2 ORDER BY rowid",
+    kSmtpdKeys,
+};
+
+const DirectorySql kPostgresql = {
+    kPassdb,
+    kUserdb,
+    kUsers,
+    kDomainRow,
+    "SELECT destination FROM aliases WHERE local_part = $1 AND domain = $2 AND active = 1 ORDER BY id",
+    kUserActive,
+    kRelay,
+    kSenderLogins,
+    kSoleAliases,
+    "SELECT value FROM smtpd_values WHERE service = $1 AND key = $2 ORDER BY id",
+    kSmtpdKeys,
+};
+
+}  // namespace
+
+const DirectorySql& directory_sql(SqlDialect dialect) {
+  return dialect == SqlDialect::postgresql ? kPostgresql : kSqlite;
+}
+
+}  // namespace maildict::storage

@@ -1,0 +1,25 @@
+// One PostgreSQL connection (libpqxx) as an SqlSession: statements prepared on the server once
+// per connection, parameters always out of line, errors sorted by SQLSTATE into "try again"
+// (lost server, timeout, lock) and "will not work" (constraint, bad SQL).
+#pragma once
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "storage/sql_session.hpp"
+
+namespace maildict::storage {
+
+struct PostgresSessionOptions {
+  std::string conninfo;                       // libpq key=value string or postgresql:// URI
+  std::string application_name = "maildictd";  // shown in pg_stat_activity
+  std::chrono::milliseconds statement_timeout{2000};  // server-side bound on every statement
+};
+
+// Connects at once. Throws std::runtime_error (message free of passwords) when it cannot.
+std::unique_ptr<SqlSession> open_postgres_session(const PostgresSessionOptions& options, SessionRole role);
+
+// The conninfo without secrets, for logs: "host=/run/postgresql dbname=maildict user=maildict".
+std::string describe_conninfo(const std::string& conninfo);
+
+}  // namespace maildict::storage
