@@ -306,22 +306,50 @@ void PolicyEngine::sweep(std::int64_t now) {
 }
 
 storage::PolicyChanges PolicyEngine::take_changes() {
-  std::lock_guard lock(mutex_);
-  const std::int64_t now = now_ms();
-  sweep(now);
-  expire_blocks(now);
+  // Only copying happens under the lock; the text encoding (the costly part with thousands of
+  // changed keys) is done after, so the I/O thread is not held up by a save.
+  struct Snapshot {
+    std::string key;
+    bool erased = false;
+    std::int64_t updated_ms = 0;
+    std::vector<Mark> marks;
+  };
+  std::vector<Snapshot> counters;
   storage::PolicyChanges c;
-  static const char* scope_names[] = {"ip", "login", "ip_login"};
-  for (const auto& k : dirty_) {
-    const char* scope = k[0] == 'i' ? scope_names[0] : k[0] == 'l' ? scope_names[1] : scope_names[2];
-    std::string key = k.substr(1);
-    auto it = entries_.find(k);
-    if (it == entries_.end()) {
+  {
+    std::lock_guard lock(mutex_);
+    const std::int64_t now = now_ms();
+    sweep(now);
+    expire_blocks(now);
+    counters.reserve(dirty_.size());
+    for (const auto& k : dirty_) {
+      auto it = entries_.find(k);
+      if (it == entries_.end()) counters.push_back({k, true, 0, {}});
+      else counters.push_back({k, false, it->second.updated_ms, it->second.marks});
+    }
+    dirty_.clear();
+    for (const auto& k : dirty_blocks_) {
+      auto nl = k.find('\n');
+      auto it = blocks_.find(k);
+      if (it == blocks_.end()) {
+        c.blocks_erased.push_back({k.substr(0, nl), k.substr(nl + 1)});
+        continue;
+      }
+      const auto& b = it->second;
+      c.blocks.push_back({b.kind(), b.target(), b.reason, b.created_ms, b.expires_ms});
+    }
+    dirty_blocks_.clear();
+  }
+  for (auto& snap : counters) {
+    const char* scope = snap.key[0] == 'i' ? "ip" : snap.key[0] == 'l' ? "login" : "ip_login";
+    std::string key = snap.key.substr(1);
+    if (snap.erased) {
       c.counters_erased.push_back({scope, std::move(key)});
       continue;
     }
-    storage::PolicyCounterRow row{scope, std::move(key), it->second.updated_ms, {}};
-    for (const auto& m : it->second.marks) {
+    storage::PolicyCounterRow row{scope, std::move(key), snap.updated_ms, {}};
+    row.data.reserve(snap.marks.size() * 48);
+    for (const auto& m : snap.marks) {
       if (!row.data.empty()) row.data += ',';
       append_hex(row.data, m.pw);
       row.data += ':';
@@ -330,18 +358,6 @@ storage::PolicyChanges PolicyEngine::take_changes() {
     }
     c.counters.push_back(std::move(row));
   }
-  dirty_.clear();
-  for (const auto& k : dirty_blocks_) {
-    auto nl = k.find('\n');
-    auto it = blocks_.find(k);
-    if (it == blocks_.end()) {
-      c.blocks_erased.push_back({k.substr(0, nl), k.substr(nl + 1)});
-      continue;
-    }
-    const auto& b = it->second;
-    c.blocks.push_back({b.kind(), b.target(), b.reason, b.created_ms, b.expires_ms});
-  }
-  dirty_blocks_.clear();
   return c;
 }
 

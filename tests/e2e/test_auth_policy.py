@@ -68,11 +68,16 @@ def setUpModule():
     TMP = h.TempDir()
     PORT = h.free_tcp_port()
     MAILDICTD = h.start_maildictd(TMP.path, **maildictd_conf())
+    # the shipped snippet, with the test's port, nonce and key (Dovecot sends the header value
+    # with its leading space; maildict trims it)
+    with open(os.path.join(h.PACKAGING_DOVECOT, "30-maildict-policy.conf")) as f:
+        snippet = f.read()
+    for old, new in (("127.0.0.1:8642", "127.0.0.1:%d" % PORT), ("CHANGE-ME-TOO", API_KEY),
+                     ("CHANGE-ME", "e2e-nonce")):
+        assert old in snippet, "packaging/dovecot/30-maildict-policy.conf lost %r" % old
+        snippet = snippet.replace(old, new)
     extra = "\n".join([
-        "auth_policy_server_url = http://127.0.0.1:%d/policy" % PORT,
-        "auth_policy_hash_nonce = e2e-nonce",
-        # Dovecot sends the value with its leading space; maildict trims it
-        "auth_policy_server_api_header = X-API-Key: %s" % API_KEY,
+        snippet,
         "auth_failure_delay = 0",
         # Dovecot's own penalty (2, 4, 8, 15 s per IP) would hide maildict's tarpit: without
         # access to anvil's penalty socket the auth process turns it off.
