@@ -34,7 +34,10 @@ R"(Usage: maildictd [-c FILE] [--check-config] [--version] [--help]
 
 maildictd owns a mail server's user directory and answers Dovecot's passdb and
 userdb lookups (and OpenSMTPD's, through table-maildict) over Dovecot's dict
-protocol on a UNIX socket. It runs in the foreground and logs to stderr.
+protocol on a UNIX socket. With policy_listen set it is also Dovecot's auth
+policy server (HTTP on loopback: brute-force and password-spray protection,
+GET /metrics, /admin/block and /admin/unblock). It runs in the foreground and
+logs to stderr.
 
 Options:
   -c, --config FILE   configuration file (default %s)

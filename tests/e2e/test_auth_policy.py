@@ -375,6 +375,45 @@ class AuthPolicyTest(unittest.TestCase):
             self.assert_serving()
         self.assert_serving()
 
+    def test_connection_limit(self):
+        """policy_max_connections: one more connection is closed at once; the others still work,
+        and so does a new one once a slot is free."""
+        port = h.free_tcp_port()
+        db = MAILDICTD.conf["database"][len("sqlite:"):]
+        with h.start_maildictd(TMP.path, db_path=db, name="maildictd-limits",
+                               socket=os.path.join(TMP.path, "limits.sock"),
+                               policy_listen="127.0.0.1:%d" % port, policy_max_connections=3) as md:
+            held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+            try:
+                body = json.dumps(ALLOW_BODY).encode()
+                request = (b"POST /policy?command=allow HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body)
+                           + body)
+                # the three held connections are served (and kept alive)
+                for s in held:
+                    s.sendall(request)
+                    self.assertEqual(status_of(s.recv(65536)), 200)
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as extra:
+                    extra.sendall(request)
+                    try:
+                        got = extra.recv(65536)
+                    except ConnectionResetError:
+                        got = b""
+                    self.assertEqual(got, b"", "a 4th connection must be closed without an answer")
+                held.pop().close()
+
+                def slot_free():
+                    with socket.create_connection(("127.0.0.1", port), timeout=10) as again:
+                        again.sendall(request)
+                        try:
+                            return status_of(again.recv(65536)) == 200
+                        except ConnectionResetError:
+                            return False
+                h.wait_until(slot_free, 30, "a policy connection slot to be free again")
+            finally:
+                for s in held:
+                    s.close()
+            self.assertIn("policy_max_connections", md.log_text())
+
     def test_keep_alive_absolute_form_and_trimmed_key(self):
         body = json.dumps(ALLOW_BODY).encode()
         one = (b"POST http://policy.local/check?tenant=a&command=allow HTTP/1.1\r\nHost: policy.local\r\n"
