@@ -330,8 +330,7 @@ class Session : public std::enable_shared_from_this<Session> {
     const auto& target = std::get<policy::Target>(parsed);
 
     if (target.path == "/metrics") {
-      if (req.method() != http::verb::get && req.method() != http::verb::head)
-        co_return error(req, 405, "use GET for /metrics");
+      if (req.method() != http::verb::get) co_return error(req, 405, "use GET for /metrics");
       metrics().policy_metrics.inc();
       co_return make(req, http::status::ok, metrics().render(), "text/plain; version=0.0.4; charset=utf-8");
     }
