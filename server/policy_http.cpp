@@ -3,6 +3,9 @@
 // file owns sockets, HTTP framing, limits, the API key and the persistence thread.
 #include "server/policy_http.hpp"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
@@ -43,7 +46,13 @@ class Persistence {
 
   void start() {
     save_now();  // connects and reads the saved state back before the first request
-    thread_ = std::thread([this] { loop(); });
+    thread_ = std::thread([this] {
+      // Saving thousands of keys is CPU work that can wait; answering Dovecot cannot. On a
+      // small host the save would otherwise take the I/O thread's core for its whole run
+      // (measured: p99 0.5 ms -> 1.5 ms at 8 clients while a save ran). Linux nices threads.
+      ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
+      loop();
+    });
   }
 
   void stop() {
