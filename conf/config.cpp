@@ -2,6 +2,10 @@
 // known, every value checked, and every error naming file and line.
 #include "conf/config.hpp"
 
+#include "conf/existing_schema_files.hpp"
+#include "conf/text_file.hpp"
+#include "storage/directory_sql.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -14,12 +18,6 @@
 
 namespace maildict::conf {
 namespace {
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
-  return s;
-}
 
 // A '#' starts a comment at the start of the value or after whitespace, so values such as
 // "maildir:~/Mail#x" keep their '#'.
@@ -109,8 +107,14 @@ std::optional<ListenAddress> split_listen(std::string_view v) {
 
 using Setter = std::function<void(Config&, std::string_view)>;
 
+storage::ExistingSchema& existing_of(Config& c) {
+  if (!c.queries.existing) c.queries.existing = std::make_shared<storage::ExistingSchema>();
+  return const_cast<storage::ExistingSchema&>(*c.queries.existing);
+}
+
 const std::map<std::string, Setter, std::less<>>& setters() {
-  static const std::map<std::string, Setter, std::less<>> table = {
+  static const std::map<std::string, Setter, std::less<>> table = [] {
+  std::map<std::string, Setter, std::less<>> t = {
       {"socket", [](Config& c, std::string_view v) {
          if (v.empty() || v.front() != '/') throw BadValue{"must be an absolute path"};
          if (v.size() >= 108) throw BadValue{"is too long for a UNIX socket path (107 bytes at most)"};
@@ -277,15 +281,45 @@ const std::map<std::string, Setter, std::less<>>& setters() {
          if (!valid_log_level(v)) throw BadValue{"expected trace, debug, info, warn, error, critical or off"};
          c.log_level = v;
        }},
+      {"smtpd_table_config", [](Config& c, std::string_view v) {
+         if (v.empty()) return;  // off
+         if (v.front() != '/') throw BadValue{"must be an absolute path"};
+         c.smtpd_table_config = v;
+         if (!c.read_referenced_files) return;
+         storage::SmtpdTableQueries q;
+         std::string db = read_smtpd_table_file(c.smtpd_table_config, q);
+         existing_of(c).smtpd = std::move(q);
+         c.existing_database.emplace_back(c.smtpd_table_config, db);
+       }},
+      {"dovecot_sql_config", [](Config& c, std::string_view v) {
+         if (v.empty()) return;  // off
+         if (v.front() != '/') throw BadValue{"must be an absolute path"};
+         c.dovecot_sql_config = v;
+         if (!c.read_referenced_files) return;
+         storage::DovecotSqlQueries q;
+         std::string db = read_dovecot_sql_file(c.dovecot_sql_config, q);
+         existing_of(c).dovecot = std::move(q);
+         c.existing_database.emplace_back(c.dovecot_sql_config, db);
+       }},
   };
+  // sql_<question>: the operator's own statement for one of maildict's questions.
+  for (const auto& question : storage::directory_sql_names()) {
+    t.emplace("sql_" + question, [question](Config& c, std::string_view v) {
+      if (v.empty()) throw BadValue{"must be an SQL statement"};
+      c.queries.sql_overrides[question] = std::string(v);
+    });
+  }
+  return t;
+  }();
   return table;
 }
 
 }  // namespace
 
-Config parse_config(const std::string& text, const std::string& name) {
+Config parse_config(const std::string& text, const std::string& name, bool read_referenced_files) {
   Config config;
   config.source = name;
+  config.read_referenced_files = read_referenced_files;
   std::map<std::string, int, std::less<>> seen_at;
   std::istringstream in(text);
   std::string raw;
@@ -312,18 +346,37 @@ Config parse_config(const std::string& text, const std::string& name) {
       throw ConfigError(where() + std::string(key) + ": " + bad.why);
     }
   }
+  // An existing schema names its own database; several files (and `database`) must agree,
+  // because one daemon serves one database through one pool.
+  for (const auto& [file, db] : config.existing_database) {
+    auto explicit_db = seen_at.find("database");
+    if (explicit_db != seen_at.end() && config.database != db)
+      throw ConfigError(name + ":" + std::to_string(explicit_db->second) + ": database: " + file +
+                        " names another database (" + storage::describe_database(db) + ")");
+    if (config.existing_database.front().second != db)
+      throw ConfigError(name + ": " + config.existing_database.front().first + " and " + file +
+                        " name different databases; maildictd serves one");
+    config.database = db;
+  }
+  if (config.queries.existing && !config.queries.sql_overrides.empty())
+    throw ConfigError(name + ": sql_* settings replace maildict's own queries; with smtpd_table_config or "
+                             "dovecot_sql_config the operator's files are used instead (drop one or the other)");
   if (!config.database_replica.empty() && !config.database.starts_with("postgresql:"))
     throw ConfigError(name + ":" + std::to_string(seen_at.find("database_replica")->second) +
                       ": database_replica: needs database = postgresql:... (SQLite has no replicas)");
   return config;
 }
 
-Config load_config(const std::string& path) {
+std::string read_text_file(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError(path + ": cannot read the configuration file");
+  if (!in) throw ConfigError(path + ": cannot read " + what);
   std::ostringstream text;
   text << in.rdbuf();
-  return parse_config(text.str(), path);
+  return text.str();
+}
+
+Config load_config(const std::string& path, bool read_referenced_files) {
+  return parse_config(read_text_file(path, "the configuration file"), path, read_referenced_files);
 }
 
 unsigned pool_size(const Config& config) {
@@ -347,6 +400,7 @@ storage::BackendOptions backend_options(const Config& config) {
   o.database = config.database;
   o.replica = config.database_replica;
   o.defaults = config.defaults;
+  o.queries = config.queries;
   o.statement_timeout = config.request_timeout;
   return o;
 }

@@ -5,6 +5,8 @@
 #include <cstddef>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 #include <sys/types.h>
 
 #include "server/policy_engine.hpp"
@@ -23,6 +25,12 @@ struct Config {
   // database
   std::string database = "sqlite:/var/lib/maildict/directory.db";  // or postgresql:<conninfo>
   std::string database_replica;        // postgresql:<conninfo> for lookups; empty: the primary
+  // The operator's SQL: `sql_<question>` replacements of maildict's own queries, or an
+  // existing schema served through the files in smtpd_table_config / dovecot_sql_config.
+  storage::QuerySetup queries;
+  std::string smtpd_table_config;
+  std::string dovecot_sql_config;
+  std::vector<std::pair<std::string, std::string>> existing_database;  // (file, database URI) read from them
   unsigned db_connections = 0;         // 0: one per CPU core, at least two (pool_size())
   std::size_t max_queued_requests = 10000;
   // threads and limits
@@ -52,6 +60,9 @@ struct Config {
   server::PolicySettings policy;
 
   std::string source;  // the file this was read from
+  // Whether smtpd_table_config / dovecot_sql_config are opened and read. table-maildict only
+  // needs the socket and runs as smtpd's user, who may not read them (they can hold passwords).
+  bool read_referenced_files = true;
 };
 
 class ConfigError : public std::runtime_error {
@@ -60,9 +71,9 @@ class ConfigError : public std::runtime_error {
 };
 
 // Reads and validates a configuration file. Throws ConfigError.
-Config load_config(const std::string& path);
+Config load_config(const std::string& path, bool read_referenced_files = true);
 // Parses configuration text; `name` is used in error messages.
-Config parse_config(const std::string& text, const std::string& name);
+Config parse_config(const std::string& text, const std::string& name, bool read_referenced_files = true);
 
 // The number of database connections (and pool threads) to open: db_connections, or when it
 // is 0 one per CPU core and at least two (SQLite), twice the cores and at least four (PostgreSQL).

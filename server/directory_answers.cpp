@@ -113,6 +113,37 @@ bool is_login(const std::string& key) {
   return us != std::string::npos && us > 0 && us + 1 < key.size();
 }
 
+// An existing table-sqlite/table-postgres setup: the rows of the operator's query, shaped as
+// those tables shape them (specs/smtpd-tables.md §6.2): alias and mailaddrmap join column 0 of
+// every row with ", "; credentials is "col0:col1" and userinfo "col0:col1:col2" of the first
+// row; every other service the first row's column 0; a fetch (source, empty key) the list.
+LookupAnswer table_rows_answer(const std::string& service, const std::string& key,
+                               const storage::Result<std::vector<std::vector<std::string>>>& r) {
+  return from_result("smtpd " + service + " lookup", r, [&](const std::vector<std::vector<std::string>>& rows) {
+    auto columns = [&](std::size_t n) { return rows.front().size() >= n; };
+    if (service == "alias" || service == "mailaddrmap" || (service == "source" && key.empty())) {
+      std::string joined;
+      for (const auto& row : rows) {
+        if (row.empty()) continue;
+        if (!joined.empty()) joined += ", ";
+        joined += row[0];
+      }
+      return smtpd_value(service, std::move(joined), kLineMax);
+    }
+    if (service == "credentials") {
+      if (!columns(2)) return LookupAnswer::failed("maildict: query_credentials must return 2 columns");
+      return smtpd_value(service, rows.front()[0] + ":" + rows.front()[1], kLineMax);
+    }
+    if (service == "userinfo") {
+      if (!columns(3)) return LookupAnswer::failed("maildict: query_userinfo must return 3 columns");
+      const auto& row = rows.front();
+      return smtpd_value(service, row[0] + ":" + row[1] + ":" + row[2], kLineMax + kHomeMax);
+    }
+    if (!columns(1)) return LookupAnswer::failed("maildict: query_" + service + " returns no column");
+    return smtpd_value(service, rows.front()[0], kLineMax);
+  });
+}
+
 struct ParsedNet {
   int family = 0;
   unsigned char bytes[16] = {};
@@ -191,6 +222,8 @@ LookupAnswer answer_smtpd(storage::DirectoryConnection& conn, const dict::SmtpdQ
   // smtpd lower-cases keys itself (§5.1); a replayed or hand-typed key must reach the same rows.
   const std::string key = ascii_lower(question.key);
   const std::string& service = question.service;
+
+  if (auto rows = conn.smtpd_table_rows(service, key, deadline)) return table_rows_answer(service, key, *rows);
 
   if (service == "domain") {
     return from_result("smtpd domain lookup", conn.domain_exists(key, deadline),

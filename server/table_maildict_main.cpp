@@ -93,7 +93,9 @@ class Table {
   // Re-reads the configuration (UPDATE). On failure the previous one stays in use.
   bool load_config() {
     try {
-      const conf::Config c = conf::load_config(config_path_);
+      // Only the socket and the deadline matter here; the files an existing schema names are
+      // maildictd's to read (they may hold database passwords smtpd's user must not see).
+      const conf::Config c = conf::load_config(config_path_, /*read_referenced_files=*/false);
       table::DictClient::Options o;
       o.socket_path = c.socket_path;
       o.timeout = c.request_timeout;

@@ -13,7 +13,7 @@ std::unique_ptr<DirectoryBackend> open_backend(const BackendOptions& options) {
   if (db.starts_with("sqlite:")) {
     if (!options.replica.empty())
       throw std::runtime_error("database_replica needs a postgresql: database (SQLite has no replicas)");
-    return std::make_unique<SqliteBackend>(db.substr(7), options.defaults);
+    return std::make_unique<SqliteBackend>(db.substr(7), options.defaults, options.queries);
   }
   if (db.starts_with("postgresql:")) {
     PostgresOptions pg;
@@ -26,7 +26,7 @@ std::unique_ptr<DirectoryBackend> open_backend(const BackendOptions& options) {
     pg.statement_timeout = options.statement_timeout;
     pg.application_name = options.application_name;
     pg.on_listener_event = options.on_event;
-    return std::make_unique<PostgresBackend>(std::move(pg), options.defaults);
+    return std::make_unique<PostgresBackend>(std::move(pg), options.defaults, options.queries);
   }
   throw std::runtime_error("database: expected sqlite:/path or postgresql:<conninfo>");
 }

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "storage/directory.hpp"
+#include "storage/existing_schema.hpp"
 
 namespace maildict::storage {
 
@@ -14,6 +15,7 @@ struct BackendOptions {
   std::string database;  // "sqlite:/path" or "postgresql:<conninfo>"
   std::string replica;   // "" or "postgresql:<conninfo>": lookups go there, changes to `database`
   UserDefaults defaults;
+  QuerySetup queries;  // the operator's SQL: replaced questions, or an existing schema
   // PostgreSQL's statement_timeout for lookup connections (the request deadline).
   std::chrono::milliseconds statement_timeout{2000};
   // PostgreSQL's application_name, so an operator can tell maildict's connections apart in

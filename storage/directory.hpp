@@ -135,6 +135,16 @@ class DirectoryConnection {
     return Result<std::vector<std::string>>::temp_fail("smtpd lookups are not supported by this directory backend");
   }
 
+  // When the operator's own smtpd table queries are configured (a table-sqlite/table-postgres
+  // file, storage/existing_schema.hpp): the rows of `service`'s query for `key`, cell by cell
+  // (NULL as ""), exactly as that table reads them; temp_fail when the service has no query.
+  // nullopt: this directory answers smtpd through the typed questions above.
+  virtual std::optional<Result<std::vector<std::vector<std::string>>>> smtpd_table_rows(std::string_view service,
+                                                                                       std::string_view key,
+                                                                                       Deadline deadline) {
+    return std::nullopt;
+  }
+
   // False once the connection has failed in a way that needs a fresh one (the pool reopens it).
   virtual bool healthy() const = 0;
 };

@@ -1,5 +1,7 @@
 #include "storage/directory_sql.hpp"
 
+#include <stdexcept>
+
 namespace maildict::storage {
 
 namespace {
@@ -64,10 +66,44 @@ const DirectorySql kPostgresql = {
     kSmtpdKeys,
 };
 
+std::string DirectorySql::* field_of(const std::string& name) {
+  static const std::map<std::string, std::string DirectorySql::*> fields = {
+      {"passdb", &DirectorySql::passdb},
+      {"userdb", &DirectorySql::userdb},
+      {"users", &DirectorySql::users},
+      {"domain", &DirectorySql::domain_row},
+      {"alias", &DirectorySql::alias_rows},
+      {"user_active", &DirectorySql::user_active},
+      {"relay", &DirectorySql::relay},
+      {"sender_logins", &DirectorySql::sender_logins},
+      {"sole_aliases", &DirectorySql::sole_aliases},
+      {"smtpd_values", &DirectorySql::smtpd_values},
+      {"smtpd_keys", &DirectorySql::smtpd_keys},
+  };
+  auto it = fields.find(name);
+  return it == fields.end() ? nullptr : it->second;
+}
+
 }  // namespace
 
 const DirectorySql& directory_sql(SqlDialect dialect) {
   return dialect == SqlDialect::postgresql ? kPostgresql : kSqlite;
+}
+
+const std::vector<std::string>& directory_sql_names() {
+  static const std::vector<std::string> names = {"passdb",      "userdb", "users",         "domain",
+                                                 "alias",       "user_active", "relay", "sender_logins",
+                                                 "sole_aliases", "smtpd_values", "smtpd_keys"};
+  return names;
+}
+
+DirectorySql with_overrides(DirectorySql base, const std::map<std::string, std::string>& overrides) {
+  for (const auto& [name, sql] : overrides) {
+    auto field = field_of(name);
+    if (!field) throw std::invalid_argument("no directory question named '" + name + "'");
+    base.*field = sql;
+  }
+  return base;
 }
 
 }  // namespace maildict::storage

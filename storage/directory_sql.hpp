@@ -2,35 +2,49 @@
 // backend (DESIGN.md §3); only details differ (insertion order: SQLite's rowid, PostgreSQL's
 // id column). Every statement takes $n parameters, never spliced text.
 #pragma once
+#include <map>
+#include <string>
+#include <vector>
+
 #include "storage/sql_session.hpp"
 
 namespace maildict::storage {
 
 struct DirectorySql {
   // $1 local part, $2 domain -> password
-  const char* passdb;
+  std::string passdb;
   // $1 local part, $2 domain -> uid, gid, home, mail, quota_bytes
-  const char* userdb;
+  std::string userdb;
   // () -> local_part, domain, uid, gid, home, mail, quota_bytes of every active user
-  const char* users;
+  std::string users;
   // $1 domain -> active, alias_for
-  const char* domain_row;
+  std::string domain_row;
   // $1 local part ('' = catch-all), $2 domain -> destination (in insertion order)
-  const char* alias_rows;
+  std::string alias_rows;
   // $1 local part, $2 domain -> a row when the user and its domain are active
-  const char* user_active;
+  std::string user_active;
   // $1 label -> username, password
-  const char* relay;
+  std::string relay;
   // $1 canonical login, $2 delivery name -> address
-  const char* sender_logins;
+  std::string sender_logins;
   // $1 canonical login, $2 delivery name -> local_part, domain of aliases pointing only to it
-  const char* sole_aliases;
+  std::string sole_aliases;
   // $1 service, $2 key -> value (in insertion order)
-  const char* smtpd_values;
+  std::string smtpd_values;
   // $1 service -> key
-  const char* smtpd_keys;
+  std::string smtpd_keys;
 };
 
+// The default schema's SQL for a dialect.
 const DirectorySql& directory_sql(SqlDialect dialect);
+
+// The names an operator uses to replace a question's SQL (maildict.conf `sql_<name> = ...`):
+// passdb, userdb, users, domain, alias, user_active, relay, sender_logins, sole_aliases,
+// smtpd_values, smtpd_keys. Each replacement takes the same $n parameters and returns the
+// same columns, in the same order, as the default it replaces.
+const std::vector<std::string>& directory_sql_names();
+
+// `base` with the named statements replaced. Throws std::invalid_argument for an unknown name.
+DirectorySql with_overrides(DirectorySql base, const std::map<std::string, std::string>& overrides);
 
 }  // namespace maildict::storage

@@ -88,7 +88,7 @@ class ChangeReceiver final : public pqxx::notification_receiver {
 };
 
 std::unique_ptr<pqxx::connection> listener_connection(const std::string& conninfo, const char* name) {
-  auto c = std::make_unique<pqxx::connection>(conninfo);
+  auto c = std::make_unique<pqxx::connection>(with_connect_timeout(conninfo));
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
   // A silent reconnect would lose the LISTEN and every notification in between.
@@ -107,8 +107,11 @@ std::string first_line(const char* what) {
 
 }  // namespace
 
-PostgresBackend::PostgresBackend(PostgresOptions options, UserDefaults defaults)
-    : options_(std::move(options)), defaults_(std::move(defaults)) {}
+PostgresBackend::PostgresBackend(PostgresOptions options, UserDefaults defaults, QuerySetup queries)
+    : options_(std::move(options)),
+      defaults_(std::move(defaults)),
+      sql_(with_overrides(directory_sql(SqlDialect::postgresql), queries.sql_overrides)),
+      existing_(std::move(queries.existing)) {}
 
 PostgresBackend::~PostgresBackend() {
   {
@@ -139,7 +142,13 @@ std::unique_ptr<SqlSession> PostgresBackend::open_session(SessionRole role) {
 }
 
 std::unique_ptr<DirectoryConnection> PostgresBackend::connect() {
-  return make_sql_directory(open_session(SessionRole::read), directory_sql(SqlDialect::postgresql), defaults_);
+  // A daemon that started while the server was down (or before anyone created the database's
+  // tables) creates the schema on its first successful connection instead of failing forever.
+  if (!existing_ && !schema_ready_.load(std::memory_order_acquire)) {
+    prepare_schema();
+  }
+  if (existing_) return make_existing_schema_directory(open_session(SessionRole::read), existing_, defaults_);
+  return make_sql_directory(open_session(SessionRole::read), sql_, defaults_);
 }
 
 std::string PostgresBackend::describe() const {
@@ -149,6 +158,8 @@ std::string PostgresBackend::describe() const {
 }
 
 void PostgresBackend::prepare_schema() {
+  // Someone else's schema is served as it is.
+  if (existing_) return;
   auto s = session_to(options_.conninfo, SessionRole::write);
   s->set_deadline(Deadline::max());
   SqlError err;
@@ -182,6 +193,7 @@ void PostgresBackend::prepare_schema() {
            "cannot record the schema version");
     }
     if (!s->commit(err)) schema_fail("cannot create the schema", err);
+    schema_ready_.store(true, std::memory_order_release);
   } catch (...) {
     s->rollback();
     throw;
@@ -189,6 +201,7 @@ void PostgresBackend::prepare_schema() {
 }
 
 std::optional<std::uint64_t> PostgresBackend::data_version() {
+  if (existing_) return std::nullopt;
   std::call_once(listener_started_, [this] { listener_ = std::thread([this] { listen_loop(); }); });
   if (!listening_.load(std::memory_order_acquire)) return std::nullopt;
   return version_.load(std::memory_order_acquire);

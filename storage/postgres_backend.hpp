@@ -15,6 +15,8 @@
 #include <thread>
 
 #include "storage/directory.hpp"
+#include "storage/directory_sql.hpp"
+#include "storage/existing_schema.hpp"
 
 namespace maildict::storage {
 
@@ -32,7 +34,9 @@ constexpr int kPostgresSchemaVersion = 1;
 
 class PostgresBackend final : public DirectoryBackend {
  public:
-  PostgresBackend(PostgresOptions options, UserDefaults defaults);
+  // `queries` as for SqliteBackend; with an existing schema nothing is created (no tables, no
+  // triggers), so no change can be noticed and data_version() never lets the cache answer.
+  PostgresBackend(PostgresOptions options, UserDefaults defaults, QuerySetup queries = {});
   ~PostgresBackend() override;
 
   // A lookup connection: the replica when configured and reachable, else the primary.
@@ -53,6 +57,8 @@ class PostgresBackend final : public DirectoryBackend {
 
   PostgresOptions options_;
   UserDefaults defaults_;
+  DirectorySql sql_;
+  std::shared_ptr<const ExistingSchema> existing_;
 
   std::once_flag listener_started_;
   std::thread listener_;
@@ -60,6 +66,7 @@ class PostgresBackend final : public DirectoryBackend {
   std::condition_variable stop_wake_;
   bool stopping_ = false;
   std::atomic<bool> listening_{false};
+  std::atomic<bool> schema_ready_{false};
   std::atomic<std::uint64_t> version_{1};
 };
 

@@ -56,6 +56,36 @@ SqlError classify(const pqxx::sql_error& e) {
   return {SqlError::Kind::transient, "database error: " + msg};
 }
 
+// libpq waits for a connection as long as the network lets it unless told otherwise; a pool
+// thread (or the daemon's shutdown) must not hang on a server that does not answer.
+constexpr char kDefaultConnectTimeout[] = "2";
+
+bool conninfo_sets(const std::string& conninfo, std::string_view keyword) {
+  char* errmsg = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &errmsg);
+  if (!opts) {
+    if (errmsg) PQfreemem(errmsg);
+    return false;
+  }
+  bool set = false;
+  for (PQconninfoOption* o = opts; o->keyword; ++o)
+    if (keyword == o->keyword && o->val && *o->val) set = true;
+  PQconninfoFree(opts);
+  return set;
+}
+
+}  // namespace
+
+std::string with_connect_timeout(const std::string& conninfo) {
+  if (conninfo_sets(conninfo, "connect_timeout")) return conninfo;
+  if (conninfo.starts_with("postgresql://") || conninfo.starts_with("postgres://"))
+    return conninfo + (conninfo.find('?') == std::string::npos ? "?" : "&") + "connect_timeout=" +
+           kDefaultConnectTimeout;
+  return conninfo + " connect_timeout=" + kDefaultConnectTimeout;
+}
+
+namespace {
+
 class PostgresSession final : public SqlSession {
  public:
   PostgresSession(const PostgresSessionOptions& options, SessionRole role) : options_(options), role_(role) {
@@ -70,7 +100,7 @@ class PostgresSession final : public SqlSession {
     healthy_ = false;
     const auto& options = options_;
     try {
-      conn_ = std::make_unique<pqxx::connection>(options.conninfo);
+      conn_ = std::make_unique<pqxx::connection>(with_connect_timeout(options.conninfo));
       // pqxx would otherwise reconnect behind our back after a lost connection, dropping the
       // session settings below; the pool replaces an unhealthy session itself.
 #pragma GCC diagnostic push
@@ -97,6 +127,16 @@ class PostgresSession final : public SqlSession {
   void set_deadline(Deadline deadline) override { deadline_ = deadline; }
 
   bool run(std::string_view sql, std::span<const SqlValue> params, SqlRows* rows, SqlError& err) override {
+    return run_retrying(sql, params, rows, nullptr, err);
+  }
+
+  bool run_named(std::string_view sql, std::span<const SqlValue> params, SqlRows& rows, std::vector<std::string>& names,
+                 SqlError& err) override {
+    return run_retrying(sql, params, &rows, &names, err);
+  }
+
+  bool run_retrying(std::string_view sql, std::span<const SqlValue> params, SqlRows* rows,
+                    std::vector<std::string>* names, SqlError& err) {
     if (!usable(err)) return false;
     for (const auto& p : params) {
       // libpq passes parameters as C strings: a NUL would silently cut the value short and
@@ -110,7 +150,7 @@ class PostgresSession final : public SqlSession {
     // lookup outside a transaction is safe to repeat, so it gets one fresh connection instead
     // of a temporary failure; changes are never repeated (they might have been applied).
     const bool may_retry = role_ == SessionRole::read && !tx_;
-    if (run_once(sql, params, rows, err)) return true;
+    if (run_once(sql, params, rows, names, err)) return true;
     if (!may_retry || healthy_) return false;
     try {
       connect();
@@ -119,10 +159,11 @@ class PostgresSession final : public SqlSession {
       return false;
     }
     if (rows) rows->clear();
-    return run_once(sql, params, rows, err);
+    return run_once(sql, params, rows, names, err);
   }
 
-  bool run_once(std::string_view sql, std::span<const SqlValue> params, SqlRows* rows, SqlError& err) {
+  bool run_once(std::string_view sql, std::span<const SqlValue> params, SqlRows* rows, std::vector<std::string>* names,
+                SqlError& err) {
     return guarded(err, [&] {
       const std::string& name = statement_name(sql);
       auto args = pqxx::prepare::make_dynamic_params(params.begin(), params.end());
@@ -132,6 +173,10 @@ class PostgresSession final : public SqlSession {
       } else {
         pqxx::nontransaction n(*conn_);
         r = n.exec_prepared(name, args);
+      }
+      if (names) {
+        names->clear();
+        for (pqxx::row::size_type c = 0; c < r.columns(); ++c) names->emplace_back(r.column_name(c));
       }
       if (!rows) return;
       rows->reserve(rows->size() + r.size());

@@ -19,6 +19,10 @@ struct PostgresSessionOptions {
 // Connects at once. Throws std::runtime_error (message free of passwords) when it cannot.
 std::unique_ptr<SqlSession> open_postgres_session(const PostgresSessionOptions& options, SessionRole role);
 
+// The conninfo with connect_timeout=2 added unless it sets one (libpq would wait as long as the
+// network does).
+std::string with_connect_timeout(const std::string& conninfo);
+
 // The conninfo without secrets, for logs: "host=/run/postgresql dbname=maildict user=maildict".
 std::string describe_conninfo(const std::string& conninfo);
 

@@ -96,8 +96,8 @@ Failed classify(const SqlError& err) {
 
 class SqlDirectory final : public DirectoryConnection {
  public:
-  SqlDirectory(std::unique_ptr<SqlSession> session, const DirectorySql& sql, UserDefaults defaults)
-      : s_(std::move(session)), sql_(sql), defaults_(std::move(defaults)) {}
+  SqlDirectory(std::unique_ptr<SqlSession> session, DirectorySql sql, UserDefaults defaults)
+      : s_(std::move(session)), sql_(std::move(sql)), defaults_(std::move(defaults)) {}
 
   Result<PassdbEntry> passdb(std::string_view login, Deadline deadline) override {
     using R = Result<PassdbEntry>;
@@ -272,12 +272,12 @@ class SqlDirectory final : public DirectoryConnection {
 
   // Runs one statement under `deadline`; false when it failed (see fail()). A value the
   // database cannot hold counts as success with no rows.
-  bool query(Deadline deadline, const char* sql, std::initializer_list<SqlValue> params, SqlRows& rows) {
+  bool query(Deadline deadline, const std::string& sql, std::initializer_list<SqlValue> params, SqlRows& rows) {
     s_->set_deadline(deadline);
     return run(sql, params, &rows);
   }
 
-  bool run(const char* sql, std::initializer_list<SqlValue> params, SqlRows* rows) {
+  bool run(const std::string& sql, std::initializer_list<SqlValue> params, SqlRows* rows) {
     if (s_->run(sql, std::span<const SqlValue>(params.begin(), params.size()), rows, error_)) return true;
     if (classify(error_) == Failed::no_row) {
       if (rows) rows->clear();
@@ -373,26 +373,26 @@ class SqlDirectory final : public DirectoryConnection {
   }
 
   std::unique_ptr<SqlSession> s_;
-  const DirectorySql& sql_;
+  const DirectorySql sql_;
   UserDefaults defaults_;
   SqlError error_;
 };
 
 }  // namespace
 
-std::unique_ptr<DirectoryConnection> make_sql_directory(std::unique_ptr<SqlSession> session, const DirectorySql& sql,
+std::unique_ptr<DirectoryConnection> make_sql_directory(std::unique_ptr<SqlSession> session, DirectorySql sql,
                                                         UserDefaults defaults) {
   // Dovecot's statements are prepared now, so a database without the schema is refused when the
   // pool connects (a clear "schema not usable" in the log) instead of on every login. smtpd's
   // are prepared on first use: a database older than their tables still serves Dovecot.
-  for (const char* text : {sql.passdb, sql.userdb, sql.users}) {
+  for (const std::string* text : {&sql.passdb, &sql.userdb, &sql.users}) {
     SqlError err;
-    if (!session->prepare(text, err)) {
+    if (!session->prepare(*text, err)) {
       if (err.kind == SqlError::Kind::transient) throw std::runtime_error(err.message);
       throw std::runtime_error("schema not usable: " + err.message);
     }
   }
-  return std::make_unique<SqlDirectory>(std::move(session), sql, std::move(defaults));
+  return std::make_unique<SqlDirectory>(std::move(session), std::move(sql), std::move(defaults));
 }
 
 }  // namespace maildict::storage

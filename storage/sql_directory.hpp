@@ -10,7 +10,7 @@
 
 namespace maildict::storage {
 
-std::unique_ptr<DirectoryConnection> make_sql_directory(std::unique_ptr<SqlSession> session, const DirectorySql& sql,
+std::unique_ptr<DirectoryConnection> make_sql_directory(std::unique_ptr<SqlSession> session, DirectorySql sql,
                                                         UserDefaults defaults);
 
 }  // namespace maildict::storage

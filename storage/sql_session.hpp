@@ -52,6 +52,11 @@ class SqlSession {
   // `err` filled on failure; after a transient failure the session may be unhealthy.
   virtual bool run(std::string_view sql, std::span<const SqlValue> params, SqlRows* rows, SqlError& err) = 0;
 
+  // Like run(), and also tells the result's column names (for queries whose columns are
+  // identified by name, such as a Dovecot password_query).
+  virtual bool run_named(std::string_view sql, std::span<const SqlValue> params, SqlRows& rows,
+                         std::vector<std::string>& names, SqlError& err) = 0;
+
   // Prepares a statement ahead of its first run (a connection checks its schema this way).
   virtual bool prepare(std::string_view sql, SqlError& err) = 0;
 

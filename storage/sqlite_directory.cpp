@@ -100,8 +100,11 @@ const char* default_schema_sql() {
   return full.c_str();
 }
 
-SqliteBackend::SqliteBackend(std::string path, UserDefaults defaults)
-    : path_(std::move(path)), defaults_(std::move(defaults)) {}
+SqliteBackend::SqliteBackend(std::string path, UserDefaults defaults, QuerySetup queries)
+    : path_(std::move(path)),
+      defaults_(std::move(defaults)),
+      sql_(with_overrides(directory_sql(SqlDialect::sqlite), queries.sql_overrides)),
+      existing_(std::move(queries.existing)) {}
 
 SqliteBackend::~SqliteBackend() {
   std::lock_guard lock(probe_mutex_);
@@ -136,6 +139,11 @@ void add_smtpd_tables(sqlite3* h) {
 }  // namespace
 
 void SqliteBackend::prepare_schema() {
+  // Someone else's schema is served as it is; only check that the file is there.
+  if (existing_) {
+    open_sqlite_session(path_, SessionRole::read);
+    return;
+  }
   DbPtr db = open_db(path_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
   sqlite3* h = db.get();
   sqlite3_busy_timeout(h, kPrepareSchemaBusyMs);
@@ -173,8 +181,8 @@ void SqliteBackend::prepare_schema() {
 }
 
 std::unique_ptr<DirectoryConnection> SqliteBackend::connect() {
-  return make_sql_directory(open_sqlite_session(path_, SessionRole::read), directory_sql(SqlDialect::sqlite),
-                            defaults_);
+  if (existing_) return make_existing_schema_directory(open_sqlite_session(path_, SessionRole::read), existing_, defaults_);
+  return make_sql_directory(open_sqlite_session(path_, SessionRole::read), sql_, defaults_);
 }
 
 std::unique_ptr<SqlSession> SqliteBackend::open_session(SessionRole role) { return open_sqlite_session(path_, role); }

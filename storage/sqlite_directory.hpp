@@ -10,6 +10,8 @@
 #include <string>
 
 #include "storage/directory.hpp"
+#include "storage/directory_sql.hpp"
+#include "storage/existing_schema.hpp"
 
 struct sqlite3;
 struct sqlite3_stmt;
@@ -18,7 +20,9 @@ namespace maildict::storage {
 
 class SqliteBackend final : public DirectoryBackend {
  public:
-  SqliteBackend(std::string path, UserDefaults defaults);
+  // `queries`: maildict's schema with the operator's replacements, or an existing schema
+  // (storage/existing_schema.hpp), which is then never changed (no schema, no WAL switch).
+  SqliteBackend(std::string path, UserDefaults defaults, QuerySetup queries = {});
   ~SqliteBackend() override;
 
   // Creates the default schema when the database is empty and turns on WAL. Throws
@@ -38,6 +42,8 @@ class SqliteBackend final : public DirectoryBackend {
  private:
   std::string path_;
   UserDefaults defaults_;
+  DirectorySql sql_;
+  std::shared_ptr<const ExistingSchema> existing_;
   std::mutex probe_mutex_;  // guards the probe connection used by data_version()
   sqlite3* probe_db_ = nullptr;
   sqlite3_stmt* probe_stmt_ = nullptr;

@@ -77,6 +77,17 @@ class SqliteSession final : public SqlSession {
   }
 
   bool run(std::string_view sql, std::span<const SqlValue> params, SqlRows* rows, SqlError& err) override {
+    return run_impl(sql, params, rows, nullptr, err);
+  }
+
+  bool run_named(std::string_view sql, std::span<const SqlValue> params, SqlRows& rows, std::vector<std::string>& names,
+                 SqlError& err) override {
+    return run_impl(sql, params, &rows, &names, err);
+  }
+
+ private:
+  bool run_impl(std::string_view sql, std::span<const SqlValue> params, SqlRows* rows, std::vector<std::string>* names,
+                SqlError& err) {
     if (!usable(err)) return false;
     SleepDeadline sleep_limit(deadline_);
     sqlite3_stmt* s = statement(sql, err);
@@ -105,6 +116,13 @@ class SqliteSession final : public SqlSession {
       }
     }
     const int columns = sqlite3_column_count(s);
+    if (names) {
+      names->clear();
+      for (int c = 0; c < columns; ++c) {
+        const char* n = sqlite3_column_name(s, c);
+        names->emplace_back(n ? n : "");
+      }
+    }
     std::size_t seen = 0;
     for (;;) {
       int rc = sqlite3_step(s);
@@ -134,6 +152,8 @@ class SqliteSession final : public SqlSession {
     }
   }
 
+
+ public:
   bool prepare(std::string_view sql, SqlError& err) override {
     if (!db_) {
       err = {SqlError::Kind::transient, "database connection is broken"};

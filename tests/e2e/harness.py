@@ -35,6 +35,8 @@ PR_SET_PDEATHSIG, so nothing outlives a failed or killed test.
 import atexit
 import ctypes
 import json
+import imaplib
+import smtplib
 import os
 import pwd
 import grp
@@ -303,7 +305,8 @@ def make_demo_db(directory, name="directory.db", bulk=None):
 
 
 def maildict_config(tmp, db_path, **overrides):
-    """The configuration the tests run maildictd with; overrides replace or add settings."""
+    """The configuration the tests run maildictd with; overrides replace or add settings (None
+    leaves a setting out, so maildictd's default or another setting decides)."""
     conf = {
         "socket": os.path.join(tmp, "dict.sock"),
         "socket_mode": "0666",
@@ -322,7 +325,10 @@ def maildict_config(tmp, db_path, **overrides):
         "log_level": "debug",
     }
     for k, v in overrides.items():
-        conf[k] = "" if v is None else str(v)
+        if v is None:
+            conf.pop(k, None)
+        else:
+            conf[k] = str(v)
     return conf
 
 
@@ -1235,3 +1241,108 @@ class DaemonsTestCase(unittest.TestCase):
         super().run(result)
         if result is not None and len(result.failures) + len(result.errors) > before:
             self._dump_logs()
+
+
+# ---- SMTP in, Maildir and IMAP out: helpers of the delivery tests ----------------------------
+
+SMTP_TIMEOUT = 60
+DELIVERY_TIMEOUT = 60
+SENDER = "tester@client.test"
+
+
+class MailFlow:
+    """Mixin for TestCases with self.port (smtpd's SMTP port), self.dovecot (with IMAP) and
+    self.smtpd: send mail, wait for it in a Maildir, find it over IMAP."""
+
+    def smtp(self):
+        s = smtplib.SMTP("127.0.0.1", self.port, timeout=SMTP_TIMEOUT)
+        self.addCleanup(self._quit, s)
+        code, msg = s.ehlo("client.test")
+        self.assertEqual(code, 250, msg)
+        return s
+
+    @staticmethod
+    def _quit(s):
+        try:
+            s.quit()
+        except Exception:
+            pass
+
+    @staticmethod
+    def message(token, to):
+        return ("From: %s\r\nTo: %s\r\nSubject: e2e %s\r\nMessage-ID: <%s@e2e.maildict.test>\r\n"
+                "\r\nhello %s\r\n" % (SENDER, to, token, token, token)).encode()
+
+    def send(self, rcpts):
+        """One transaction; every RCPT must be accepted. Returns the token."""
+        token = secrets.token_hex(8)
+        s = self.smtp()
+        code, msg = s.mail(SENDER)
+        self.assertEqual(code, 250, msg)
+        for r in rcpts:
+            code, msg = s.rcpt(r)
+            self.assertEqual(code, 250, "RCPT TO:<%s> -> %d %r" % (r, code, msg))
+        code, msg = s.data(self.message(token, ", ".join(rcpts)))
+        self.assertEqual(code, 250, msg)
+        return token
+
+    def rcpt_reply(self, rcpt):
+        s = self.smtp()
+        code, msg = s.mail(SENDER)
+        self.assertEqual(code, 250, msg)
+        code, msg = s.rcpt(rcpt)
+        s.rset()
+        return code, msg
+
+    @staticmethod
+    def maildir_files(maildir):
+        out = []
+        for sub in ("new", "cur"):
+            d = os.path.join(maildir, sub)
+            if os.path.isdir(d):
+                out += [os.path.join(d, n) for n in os.listdir(d)]
+        return out
+
+    def wait_delivered(self, maildir, token, count=1):
+        needle = ("<%s@e2e.maildict.test>" % token).encode()
+
+        def found():
+            hits = []
+            for p in self.maildir_files(maildir):
+                try:
+                    with open(p, "rb") as f:
+                        if needle in f.read():
+                            hits.append(p)
+                except OSError:
+                    pass
+            return hits if len(hits) >= count else None
+
+        try:
+            return wait_until(found, DELIVERY_TIMEOUT, "message %s in %s" % (token, maildir),
+                              interval=0.2)
+        except AssertionError:
+            self.fail("message %s did not reach %s within %ss (queue: %r)\nsmtpd log:\n%s"
+                      % (token, maildir, DELIVERY_TIMEOUT, self.smtpd.queued_files(),
+                         tail(self.smtpd.log_path, 40)))
+
+    def imap_count(self, user, password, token):
+        """Logs in over IMAP and counts the messages with this token in INBOX."""
+        c = imaplib.IMAP4("127.0.0.1", self.dovecot.imap_port, timeout=SMTP_TIMEOUT)
+        try:
+            typ, data = c.login(user, password)
+            self.assertEqual(typ, "OK", data)
+            typ, data = c.select("INBOX")
+            self.assertEqual(typ, "OK", data)
+            typ, data = c.search(None, "HEADER", "Message-ID", "<%s@e2e.maildict.test>" % token)
+            self.assertEqual(typ, "OK", data)
+            nums = data[0].split()
+            if nums:
+                typ, data = c.fetch(nums[0], "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+                self.assertEqual(typ, "OK", data)
+                self.assertIn(("e2e " + token).encode(), data[0][1])
+            return len(nums)
+        finally:
+            try:
+                c.logout()
+            except Exception:
+                pass

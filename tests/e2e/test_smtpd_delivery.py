@@ -11,10 +11,8 @@ are refused. Then maildictd is stopped under the running smtpd: RCPT gets a 4xx 
 up; maildictd is started again and the next message is delivered. Nothing bounces and the
 queue ends empty.
 """
-import imaplib
 import os
 import secrets
-import smtplib
 import sqlite3
 import sys
 import time
@@ -23,15 +21,13 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
-SMTP_TIMEOUT = 60
-DELIVERY_TIMEOUT = 60
-SENDER = "tester@client.test"
+DELIVERY_TIMEOUT = h.DELIVERY_TIMEOUT
 
 MISSING = h.smtpd_missing(h.SMTPD_68)
 
 
 @unittest.skipIf(MISSING, MISSING)
-class SmtpdDelivery(h.DaemonsTestCase):
+class SmtpdDelivery(h.MailFlow, h.DaemonsTestCase):
     DAEMONS = ("smtpd", "dovecot", "maildictd")
 
     @classmethod
@@ -73,102 +69,11 @@ class SmtpdDelivery(h.DaemonsTestCase):
             cls.tearDownClass()
             raise
 
-    # ---- helpers ----
-
-    def smtp(self):
-        s = smtplib.SMTP("127.0.0.1", self.port, timeout=SMTP_TIMEOUT)
-        self.addCleanup(self._quit, s)
-        code, msg = s.ehlo("client.test")
-        self.assertEqual(code, 250, msg)
-        return s
-
-    @staticmethod
-    def _quit(s):
-        try:
-            s.quit()
-        except Exception:
-            pass
-
-    @staticmethod
-    def message(token, to):
-        return ("From: %s\r\nTo: %s\r\nSubject: e2e %s\r\nMessage-ID: <%s@e2e.maildict.test>\r\n"
-                "\r\nhello %s\r\n" % (SENDER, to, token, token, token)).encode()
-
-    def send(self, rcpts):
-        """One transaction; every RCPT must be accepted. Returns the token."""
-        token = secrets.token_hex(8)
-        s = self.smtp()
-        code, msg = s.mail(SENDER)
-        self.assertEqual(code, 250, msg)
-        for r in rcpts:
-            code, msg = s.rcpt(r)
-            self.assertEqual(code, 250, "RCPT TO:<%s> -> %d %r" % (r, code, msg))
-        code, msg = s.data(self.message(token, ", ".join(rcpts)))
-        self.assertEqual(code, 250, msg)
-        return token
-
-    def rcpt_reply(self, rcpt):
-        s = self.smtp()
-        code, msg = s.mail(SENDER)
-        self.assertEqual(code, 250, msg)
-        code, msg = s.rcpt(rcpt)
-        s.rset()
-        return code, msg
-
-    def maildir_files(self, maildir):
-        out = []
-        for sub in ("new", "cur"):
-            d = os.path.join(maildir, sub)
-            if os.path.isdir(d):
-                out += [os.path.join(d, n) for n in os.listdir(d)]
-        return out
-
-    def wait_delivered(self, maildir, token, count=1):
-        needle = ("<%s@e2e.maildict.test>" % token).encode()
-
-        def found():
-            hits = []
-            for p in self.maildir_files(maildir):
-                try:
-                    with open(p, "rb") as f:
-                        if needle in f.read():
-                            hits.append(p)
-                except OSError:
-                    pass
-            return hits if len(hits) >= count else None
-
-        try:
-            return h.wait_until(found, DELIVERY_TIMEOUT, "message %s in %s" % (token, maildir),
-                                interval=0.2)
-        except AssertionError:
-            self.fail("message %s did not reach %s within %ss (queue: %r)\nsmtpd log:\n%s"
-                      % (token, maildir, DELIVERY_TIMEOUT, self.smtpd.queued_files(),
-                         h.tail(self.smtpd.log_path, 40)))
+    # ---- helpers (the SMTP and Maildir ones are h.MailFlow's) ----
 
     def home(self, address):
         local, domain = address.split("@")
         return os.path.join(self.vmail, domain, local)
-
-    def imap_finds(self, user, token):
-        c = imaplib.IMAP4("127.0.0.1", self.dovecot.imap_port, timeout=SMTP_TIMEOUT)
-        try:
-            typ, data = c.login(user, h.DEMO_PASSWORDS[user])
-            self.assertEqual(typ, "OK", data)
-            typ, data = c.select("INBOX")
-            self.assertEqual(typ, "OK", data)
-            typ, data = c.search(None, "HEADER", "Message-ID", "<%s@e2e.maildict.test>" % token)
-            self.assertEqual(typ, "OK", data)
-            nums = data[0].split()
-            if nums:
-                typ, data = c.fetch(nums[0], "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-                self.assertEqual(typ, "OK", data)
-                self.assertIn(("e2e " + token).encode(), data[0][1])
-            return len(nums)
-        finally:
-            try:
-                c.logout()
-            except Exception:
-                pass
 
     def assert_delivered_to(self, user, token, maildir=None):
         maildir = maildir or os.path.join(self.home(user), "Maildir")
@@ -176,7 +81,7 @@ class SmtpdDelivery(h.DaemonsTestCase):
         self.assertEqual(len(files), 1, "delivered %d times to %s: %r" % (len(files), user, files))
         st = os.stat(files[0])
         self.assertEqual((st.st_uid, st.st_gid), (h.NOBODY_UID, h.NOGROUP_GID))
-        self.assertEqual(self.imap_finds(user, token), 1,
+        self.assertEqual(self.imap_count(user, h.DEMO_PASSWORDS[user], token), 1,
                          "IMAP login %s does not see message %s" % (user, token))
 
     def assert_nowhere_else(self, token, expected_maildirs):
