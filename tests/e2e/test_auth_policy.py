@@ -11,9 +11,12 @@ second(s)"). maildictd runs with short windows and small thresholds (POLICY belo
     has passed the IP logs in again;
   * one stale password retried 50 times from one IP is throttled less than 50 distinct ones;
   * one password sprayed over 50 logins from one IP gets that IP rejected;
+  * IPv6 clients are counted per /64;
   * a block made through /admin/block stays in force across a restart of maildictd;
   * malformed HTTP, oversized headers and bodies, non-JSON bodies and missing fields get a 4xx
-    and the daemon goes on serving (Dovecot logins included).
+    and the daemon goes on serving (Dovecot logins included); keep-alive and absolute-form
+    targets work; policy_max_connections is enforced;
+  * GET /metrics counts policy requests, decisions and dict lookups.
 Dovecot's own per-IP auth penalty is switched off (its anvil socket is made unreachable) and
 auth_failure_delay = 0, so what slows a login down here is maildict's tarpit alone.
 maildictd must exit 0 on SIGTERM and its log must hold no password, pwhash or request body.
@@ -275,6 +278,17 @@ class AuthPolicyTest(unittest.TestCase):
         # the phone's owner, with the right password from the same IP, still gets in
         ok = attempt("bob@example.net", h.DEMO_PASSWORDS["bob@example.net"], "192.0.2.20")
         self.assertTrue(ok.ok, ok.text)
+
+    def test_ipv6_clients_are_counted_per_64(self):
+        # every attempt from another address of one /64: still one client
+        seen = [attempt("jane@example.org", wrong(i, "v6"), "2001:db8:7:7::%x" % (i + 1))
+                for i in range(9)]
+        self.assertEqual([a.outcome for a in seen],
+                         ["allow"] * 3 + ["tarpit"] * 5 + ["reject"], seen)
+        a = attempt("jane@example.org", h.DEMO_PASSWORDS["jane@example.org"], "2001:db8:7:7:ffff::1")
+        self.assertEqual(a.outcome, "reject", a)
+        b = attempt("jane@example.org", h.DEMO_PASSWORDS["jane@example.org"], "2001:db8:7:8::1")
+        self.assertTrue(b.ok, b.text)
 
     def test_one_password_sprayed_over_50_logins_is_rejected(self):
         ip = "192.0.2.30"
