@@ -3,10 +3,13 @@
 #include "conf/config.hpp"
 
 #include "conf/existing_schema_files.hpp"
+#include "conf/text_file.hpp"
 #include "storage/directory_sql.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
+#include <optional>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -15,12 +18,6 @@
 
 namespace maildict::conf {
 namespace {
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
-  return s;
-}
 
 // A '#' starts a comment at the start of the value or after whitespace, so values such as
 // "maildir:~/Mail#x" keep their '#'.
@@ -84,6 +81,28 @@ bool valid_log_level(std::string_view v) {
   for (auto level : {"trace", "debug", "info", "warn", "error", "critical", "off"})
     if (v == level) return true;
   return false;
+}
+
+// A threshold: a count of failures (0 turns that step off).
+unsigned parse_threshold(std::string_view v) { return static_cast<unsigned>(parse_uint(v, 1000)); }
+
+std::optional<ListenAddress> split_listen(std::string_view v) {
+  std::string_view host, port;
+  if (v.starts_with('[')) {
+    auto close = v.find("]:");
+    if (close == std::string_view::npos) return std::nullopt;
+    host = v.substr(1, close - 1);
+    port = v.substr(close + 2);
+  } else {
+    auto colon = v.rfind(':');
+    if (colon == std::string_view::npos || v.find(':') != colon) return std::nullopt;
+    host = v.substr(0, colon);
+    port = v.substr(colon + 1);
+  }
+  unsigned n = 0;
+  auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), n);
+  if (port.empty() || ec != std::errc() || p != port.data() + port.size() || n == 0 || n > 65535) return std::nullopt;
+  return ListenAddress{std::string(host), static_cast<unsigned short>(n)};
 }
 
 using Setter = std::function<void(Config&, std::string_view)>;
@@ -168,6 +187,95 @@ const std::map<std::string, Setter, std::less<>>& setters() {
          for (unsigned char ch : v)
            if (ch == '@' || ch < 0x21 || ch == 0x7f) throw BadValue{"must be printable characters other than '@'"};
          c.defaults.recipient_delimiter = v;
+       }},
+      // ---- auth policy server ----
+      {"policy_listen", [](Config& c, std::string_view v) {
+         if (v.empty()) {
+           c.policy_listen.clear();
+           return;
+         }
+         auto a = split_listen(v);
+         if (!a) throw BadValue{"expected ADDRESS:PORT such as 127.0.0.1:8642 or [::1]:8642"};
+         auto ip = policy::parse_ip(a->host);
+         bool loopback = ip && (ip->v6 ? (*ip == *policy::parse_ip("::1")) : ip->bytes[0] == 127);
+         if (!loopback)
+           throw BadValue{"must be a loopback address (127.0.0.0/8 or ::1): the policy listener has no TLS and "
+                          "its admin endpoints change who may log in"};
+         c.policy_listen = v;
+       }},
+      {"policy_api_key", [](Config& c, std::string_view v) { c.policy_api_key = v; }},
+      {"policy_api_header", [](Config& c, std::string_view v) {
+         if (v.empty()) throw BadValue{"must not be empty"};
+         for (unsigned char ch : v)
+           if (!(std::isalnum(ch) || ch == '-' || ch == '_')) throw BadValue{"must be an HTTP header name such as X-API-Key"};
+         c.policy_api_header = v;
+       }},
+      {"policy_max_connections", [](Config& c, std::string_view v) {
+         c.policy_max_connections = static_cast<unsigned>(parse_uint(v, 100'000));
+         if (c.policy_max_connections == 0) throw BadValue{"must be at least 1"};
+       }},
+      {"policy_max_header", [](Config& c, std::string_view v) {
+         c.policy_max_header = parse_size(v);
+         if (c.policy_max_header < 1024 || c.policy_max_header > (1u << 20)) throw BadValue{"must be between 1k and 1M"};
+       }},
+      {"policy_max_body", [](Config& c, std::string_view v) {
+         c.policy_max_body = parse_size(v);
+         if (c.policy_max_body < 1024 || c.policy_max_body > (16u << 20)) throw BadValue{"must be between 1k and 16M"};
+       }},
+      {"policy_persist_interval", [](Config& c, std::string_view v) {
+         c.policy_persist_interval = parse_duration(v);
+         if (c.policy_persist_interval.count() < 100) throw BadValue{"must be at least 100ms"};
+       }},
+      {"policy_window", [](Config& c, std::string_view v) {
+         c.policy.window = parse_duration(v);
+         if (c.policy.window.count() < 1000) throw BadValue{"must be at least 1s"};
+       }},
+      {"policy_ip_login_tarpit", [](Config& c, std::string_view v) { c.policy.ip_login_tarpit = parse_threshold(v); }},
+      {"policy_ip_login_reject", [](Config& c, std::string_view v) { c.policy.ip_login_reject = parse_threshold(v); }},
+      {"policy_ip_tarpit", [](Config& c, std::string_view v) { c.policy.ip_tarpit = parse_threshold(v); }},
+      {"policy_ip_reject", [](Config& c, std::string_view v) { c.policy.ip_reject = parse_threshold(v); }},
+      {"policy_login_tarpit", [](Config& c, std::string_view v) { c.policy.login_tarpit = parse_threshold(v); }},
+      {"policy_login_reject", [](Config& c, std::string_view v) { c.policy.login_reject = parse_threshold(v); }},
+      {"policy_repeats_per_failure", [](Config& c, std::string_view v) {
+         c.policy.repeats_per_failure = static_cast<unsigned>(parse_uint(v, 1'000'000));
+       }},
+      {"policy_tarpit_seconds", [](Config& c, std::string_view v) {
+         c.policy.tarpit_seconds = static_cast<unsigned>(parse_uint(v, 60));
+         if (c.policy.tarpit_seconds == 0) throw BadValue{"must be at least 1 (Dovecot counts the tarpit in seconds)"};
+       }},
+      {"policy_tarpit_max_seconds", [](Config& c, std::string_view v) {
+         c.policy.tarpit_max_seconds = static_cast<unsigned>(parse_uint(v, 60));
+         if (c.policy.tarpit_max_seconds == 0) throw BadValue{"must be at least 1"};
+       }},
+      {"policy_reject_message", [](Config& c, std::string_view v) {
+         for (unsigned char ch : v)
+           if (ch < 0x20 || ch == 0x7f) throw BadValue{"must not contain control characters"};
+         if (v.size() > 200) throw BadValue{"must be at most 200 bytes"};
+         c.policy.reject_message = v;
+       }},
+      {"policy_allow_networks", [](Config& c, std::string_view v) {
+         c.policy.allow_networks.clear();
+         std::size_t i = 0;
+         while (i < v.size()) {
+           while (i < v.size() && (v[i] == ' ' || v[i] == ',' || v[i] == '\t')) ++i;
+           std::size_t j = i;
+           while (j < v.size() && v[j] != ' ' && v[j] != ',' && v[j] != '\t') ++j;
+           if (j == i) break;
+           auto item = v.substr(i, j - i);
+           auto net = policy::parse_network(item);
+           if (!net)
+             throw BadValue{"'" + std::string(item) + "' is not an address or network such as 192.0.2.0/24 "
+                            "or 2001:db8::/48 (host bits must be zero)"};
+           c.policy.allow_networks.push_back(*net);
+           i = j;
+         }
+       }},
+      {"policy_max_entries", [](Config& c, std::string_view v) {
+         c.policy.max_entries = parse_uint(v, 100'000'000);
+         if (c.policy.max_entries == 0) throw BadValue{"must be at least 1"};
+       }},
+      {"policy_max_blocks", [](Config& c, std::string_view v) {
+         c.policy.max_blocks = parse_uint(v, 10'000'000);
        }},
       {"log_level", [](Config& c, std::string_view v) {
          if (!valid_log_level(v)) throw BadValue{"expected trace, debug, info, warn, error, critical or off"};
@@ -259,12 +367,16 @@ Config parse_config(const std::string& text, const std::string& name, bool read_
   return config;
 }
 
-Config load_config(const std::string& path, bool read_referenced_files) {
+std::string read_text_file(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError(path + ": cannot read the configuration file");
+  if (!in) throw ConfigError(path + ": cannot read " + what);
   std::ostringstream text;
   text << in.rdbuf();
-  return parse_config(text.str(), path, read_referenced_files);
+  return text.str();
+}
+
+Config load_config(const std::string& path, bool read_referenced_files) {
+  return parse_config(read_text_file(path, "the configuration file"), path, read_referenced_files);
 }
 
 unsigned pool_size(const Config& config) {
@@ -275,6 +387,12 @@ unsigned pool_size(const Config& config) {
   // SQLite reads from a warm page cache are CPU work: threads beyond the cores only add
   // wake-ups (on 2 cores, 2 connections answered 1.4x more cache misses than 4).
   return std::max(2u, std::thread::hardware_concurrency());
+}
+
+ListenAddress policy_listen_address(const Config& config) {
+  auto a = split_listen(config.policy_listen);
+  if (!a) throw ConfigError(config.source + ": policy_listen: expected ADDRESS:PORT");
+  return *a;
 }
 
 storage::BackendOptions backend_options(const Config& config) {

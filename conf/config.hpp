@@ -9,6 +9,7 @@
 #include <vector>
 #include <sys/types.h>
 
+#include "server/policy_engine.hpp"
 #include "storage/backend_factory.hpp"
 #include "storage/directory.hpp"
 
@@ -48,6 +49,15 @@ struct Config {
   storage::UserDefaults defaults;
   // logging: trace, debug, info, warn, error, critical, off
   std::string log_level = "info";
+  // auth policy server (HTTP on loopback TCP); empty policy_listen: off
+  std::string policy_listen;            // "127.0.0.1:8642" or "[::1]:8642"
+  std::string policy_api_key;           // empty: no key required
+  std::string policy_api_header = "X-API-Key";
+  unsigned policy_max_connections = 256;
+  std::size_t policy_max_header = 8192;
+  std::size_t policy_max_body = 16384;
+  std::chrono::milliseconds policy_persist_interval{5000};
+  server::PolicySettings policy;
 
   std::string source;  // the file this was read from
   // Whether smtpd_table_config / dovecot_sql_config are opened and read. table-maildict only
@@ -69,6 +79,12 @@ Config parse_config(const std::string& text, const std::string& name, bool read_
 // is 0 one per CPU core and at least two (SQLite), twice the cores and at least four (PostgreSQL).
 unsigned pool_size(const Config& config);
 
+// policy_listen split into a loopback address and a port (validated by parse_config).
+struct ListenAddress {
+  std::string host;  // "127.0.0.1", "::1"
+  unsigned short port = 0;
+};
+ListenAddress policy_listen_address(const Config& config);
 // What storage::open_backend needs from the configuration.
 storage::BackendOptions backend_options(const Config& config);
 

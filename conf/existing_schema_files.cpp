@@ -6,24 +6,11 @@
 #include <stdexcept>
 
 #include "conf/config.hpp"
+#include "conf/text_file.hpp"
 
 namespace maildict::conf {
 
 namespace {
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
-  return s;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError(path + ": cannot read the file");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 const std::set<std::string, std::less<>> kSmtpdQueryServices = {
     "alias", "domain", "credentials", "netaddr", "userinfo", "source", "mailaddr", "addrname", "mailaddrmap"};
@@ -76,7 +63,7 @@ std::string parse_smtpd_table_file(const std::string& text, const std::string& n
 }
 
 std::string read_smtpd_table_file(const std::string& path, storage::SmtpdTableQueries& out) {
-  return parse_smtpd_table_file(read_file(path), path, out);
+  return parse_smtpd_table_file(read_text_file(path), path, out);
 }
 
 // Dovecot's rules: `key = value`, '#' comment lines, a value may be in double quotes and may
@@ -134,7 +121,7 @@ std::string parse_dovecot_sql_file(const std::string& text, const std::string& n
 }
 
 std::string read_dovecot_sql_file(const std::string& path, storage::DovecotSqlQueries& out) {
-  return parse_dovecot_sql_file(read_file(path), path, out);
+  return parse_dovecot_sql_file(read_text_file(path), path, out);
 }
 
 }  // namespace maildict::conf

@@ -1,13 +1,17 @@
 // maildict-bench: a load generator for the Dovecot dict ("proxy") protocol, used to compare
 // maildictd with Dovecot's own dict server on the same machine (tests/bench/compare.sh), and,
 // in --mode smtpd-table, for OpenSMTPD table programs over smtpd's imsg protocol (table-maildict
-// against opensmtpd-extras' table-sqlite, tests/bench/compare-smtpd.sh).
+// against opensmtpd-extras' table-sqlite, tests/bench/compare-smtpd.sh), and in --mode policy
+// for maildictd's auth policy server (keep-alive HTTP, as Dovecot's policy client).
 //
 // It runs on one thread because it shares a small machine with the server it measures: every
 // cycle it spends is a cycle the server does not get. Hence plain callbacks instead of
 // coroutines, one clock read per socket read or write instead of per request, buffers that
 // are reused for the whole run and a fixed-size histogram.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -42,6 +46,7 @@ using boost::system::error_code;
 
 constexpr const char* kUsage = R"(usage: maildict-bench --socket PATH [options]
        maildict-bench --mode smtpd-table --table-program PATH [--table-config CONF] [options]
+       maildict-bench --mode policy --policy-address HOST:PORT [--api-key KEY] [options]
 
 Sends dict-protocol lookups (Lshared/passdb/<login>\t<login>) to a dict server, or smtpd imsg
 table requests to an OpenSMTPD table program, and prints one result line: throughput, latency
@@ -96,6 +101,15 @@ and --socket do not apply.
   --print-replies N      print the first N requests and their replies to stderr
                          (key, status, value), e.g. to compare two table programs
 
+policy mode: C keep-alive HTTP/1.1 connections to maildictd's policy listener (policy_listen),
+each sending what Dovecot sends per login, one request at a time: POST ?command=allow, then
+POST ?command=report (success for 9 logins in 10, a failure with a random pwhash for the
+10th), for random logins (--users, --user-format) from random client IPs (10.x.y.z, one per
+login). lookups/s counts all requests; decisions/s the allow requests. --api-key sends
+X-API-Key. A non-2xx answer or a malformed reply is an error.
+  --policy-address A     HOST:PORT of the policy listener (IPv4)
+  --api-key KEY          value of the X-API-Key header (default: none)
+
 Result line (greppable key=value fields after the label):
   persistent c=8 d=1 requests=200000 secs=1.62 lookups/s=123456 p50_us=60 p99_us=180
   p999_us=400 max_us=900 errors=0 notfound=0 failed=0 bench_cpu_ms_per_10k=120.0
@@ -108,7 +122,7 @@ errors/notfound/failed cover the whole run including warm-up. Exit status: 0, or
 were errors, 2 on bad usage.
 )";
 
-enum class Mode { persistent, connect_per_lookup, smtpd_table };
+enum class Mode { persistent, connect_per_lookup, smtpd_table, policy };
 enum class Keys { passdb, userdb, mixed };
 enum class TableService { alias, credentials, userinfo, domain, mixed };
 
@@ -138,6 +152,9 @@ struct Options {
   TableService service = TableService::alias;
   double reply_timeout = 10;
   std::uint64_t print_replies = 0;
+  // policy mode
+  std::string policy_address;
+  std::string api_key;
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -203,7 +220,8 @@ Options parse_options(int argc, char** argv) {
       if (value == "persistent") o.mode = Mode::persistent;
       else if (value == "connect-per-lookup") o.mode = Mode::connect_per_lookup;
       else if (value == "smtpd-table") o.mode = Mode::smtpd_table;
-      else usage_error("--mode must be persistent, connect-per-lookup or smtpd-table");
+      else if (value == "policy") o.mode = Mode::policy;
+      else usage_error("--mode must be persistent, connect-per-lookup, smtpd-table or policy");
     } else if (arg == "--keys") {
       if (value == "passdb") o.keys = Keys::passdb;
       else if (value == "userdb") o.keys = Keys::userdb;
@@ -246,6 +264,10 @@ Options parse_options(int argc, char** argv) {
       else usage_error("--service must be alias, credentials, userinfo, domain or mixed");
     } else if (arg == "--reply-timeout") {
       o.reply_timeout = parse_seconds(value, opt);
+    } else if (arg == "--policy-address") {
+      o.policy_address = value;
+    } else if (arg == "--api-key") {
+      o.api_key = value;
     } else if (arg == "--print-replies") {
       o.print_replies = parse_number<std::uint64_t>(value, opt);
     } else {
@@ -258,6 +280,9 @@ Options parse_options(int argc, char** argv) {
     if (o.table_name.empty() || o.table_name.size() >= 2048 || o.table_name.find('\0') != std::string::npos)
       usage_error("--table-name must be 1 to 2047 bytes");
     if (o.reply_timeout <= 0) usage_error("--reply-timeout must be positive");
+    o.depth = 1;
+  } else if (o.mode == Mode::policy) {
+    if (o.policy_address.empty()) usage_error("--policy-address is required with --mode policy");
     o.depth = 1;
   } else if (o.socket_path.empty()) {
     usage_error("--socket is required");
@@ -280,6 +305,7 @@ Options parse_options(int argc, char** argv) {
   if (o.label.empty())
     o.label = o.mode == Mode::persistent           ? "persistent"
               : o.mode == Mode::connect_per_lookup ? "connect-per-lookup"
+              : o.mode == Mode::policy             ? "policy"
                                                    : "smtpd-table";
   return o;
 }
@@ -1403,10 +1429,222 @@ class TableBench {
 
 }  // namespace
 
+// ---- policy mode ---------------------------------------------------------------------------
+// One thread, poll(2), non-blocking TCP sockets, one request outstanding per connection (the
+// Dovecot 2.3 policy client does not pipeline).
+namespace {
+
+class PolicyBench {
+ public:
+  explicit PolicyBench(Options o) : o_(std::move(o)) {
+    auto colon = o_.policy_address.rfind(':');
+    if (colon == std::string::npos) usage_error("--policy-address must be HOST:PORT");
+    addr_.sin_family = AF_INET;
+    addr_.sin_port = htons(parse_number<std::uint16_t>(std::string_view(o_.policy_address).substr(colon + 1),
+                                                       "--policy-address"));
+    if (::inet_pton(AF_INET, o_.policy_address.substr(0, colon).c_str(), &addr_.sin_addr) != 1)
+      usage_error("--policy-address must be an IPv4 HOST:PORT");
+    if (auto p = o_.user_format.find("%u"); p != std::string::npos) {
+      user_prefix_ = o_.user_format.substr(0, p);
+      user_suffix_ = o_.user_format.substr(p + 2);
+    } else {
+      user_prefix_ = o_.user_format;
+    }
+    rng_ = o_.seed * 0x9E3779B97F4A7C15ull + 1;
+  }
+
+  ~PolicyBench() {
+    for (auto& c : conns_)
+      if (c.fd >= 0) ::close(c.fd);
+  }
+
+  int run() {
+    conns_.resize(o_.connections);
+    for (auto& c : conns_) {
+      c.fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      int one = 1;
+      ::setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      if (c.fd < 0 || ::connect(c.fd, reinterpret_cast<sockaddr*>(&addr_), sizeof addr_) != 0) {
+        std::fprintf(stderr, "maildict-bench: cannot connect to %s: %s\n", o_.policy_address.c_str(),
+                     std::strerror(errno));
+        return 1;
+      }
+      ::fcntl(c.fd, F_SETFL, ::fcntl(c.fd, F_GETFL) | O_NONBLOCK);
+    }
+    const auto to_duration = [](double secs) {
+      return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(secs));
+    };
+    const auto start = Clock::now();
+    Clock::time_point warm_end = start, run_end = Clock::time_point::max();
+    std::uint64_t warm_n = 0, limit = UINT64_MAX;
+    if (o_.requests) {
+      warm_n = static_cast<std::uint64_t>(o_.warmup);
+      limit = warm_n + o_.requests;
+    } else {
+      warm_end = start + to_duration(o_.warmup);
+      run_end = warm_end + to_duration(o_.duration);
+    }
+    for (auto& c : conns_) send_next(c);
+    std::vector<pollfd> fds(conns_.size());
+    bool measuring = false;
+    for (;;) {
+      auto now = Clock::now();
+      if (!measuring && ((o_.requests && done_ >= warm_n) || (!o_.requests && now >= warm_end))) {
+        measuring = true;
+        hist_.reset();
+        measured_ = allows_measured_ = 0;
+        t_start_ = now;
+        cpu_start_ = cpu_seconds();
+      }
+      if ((o_.requests && done_ >= limit) || now >= run_end || errors_ > 100) break;
+      for (std::size_t i = 0; i < conns_.size(); ++i) {
+        fds[i].fd = conns_[i].fd;
+        fds[i].events = conns_[i].out.size() > conns_[i].sent ? POLLOUT : POLLIN;
+        fds[i].revents = 0;
+      }
+      if (::poll(fds.data(), fds.size(), 100) < 0 && errno != EINTR) break;
+      now = Clock::now();
+      for (std::size_t i = 0; i < conns_.size(); ++i) {
+        if (!fds[i].revents) continue;
+        Conn& c = conns_[i];
+        if (c.out.size() > c.sent) {
+          auto n = ::write(c.fd, c.out.data() + c.sent, c.out.size() - c.sent);
+          if (n < 0 && errno != EAGAIN) return fail("write", c);
+          if (n > 0) c.sent += static_cast<std::size_t>(n);
+          continue;
+        }
+        char buf[4096];
+        auto n = ::read(c.fd, buf, sizeof buf);
+        if (n == 0) return fail("server closed the connection", c);
+        if (n < 0) {
+          if (errno == EAGAIN) continue;
+          return fail("read", c);
+        }
+        c.in.append(buf, static_cast<std::size_t>(n));
+        if (!complete(c)) continue;
+        ++done_;
+        if (measuring) {
+          hist_.add(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(now - c.sent_at).count()));
+          ++measured_;
+          if (c.was_allow) ++allows_measured_;
+        }
+        send_next(c);
+      }
+    }
+    t_end_ = Clock::now();
+    double cpu = cpu_seconds() - cpu_start_;
+    double secs = std::chrono::duration<double>(t_end_ - t_start_).count();
+    std::printf(
+        "%s c=%u requests=%llu secs=%.2f lookups/s=%.0f decisions/s=%.0f p50_us=%.0f p99_us=%.0f p999_us=%.0f "
+        "max_us=%.0f errors=%llu allow=%llu tarpit=%llu reject=%llu bench_cpu_ms_per_10k=%.1f\n",
+        o_.label.c_str(), o_.connections, static_cast<unsigned long long>(measured_), secs,
+        secs > 0 ? static_cast<double>(measured_) / secs : 0.0,
+        secs > 0 ? static_cast<double>(allows_measured_) / secs : 0.0, hist_.quantile(0.5) / 1000,
+        hist_.quantile(0.99) / 1000, hist_.quantile(0.999) / 1000, static_cast<double>(hist_.max()) / 1000,
+        static_cast<unsigned long long>(errors_), static_cast<unsigned long long>(allow_),
+        static_cast<unsigned long long>(tarpit_), static_cast<unsigned long long>(reject_),
+        measured_ ? cpu * 1000 * 10000 / static_cast<double>(measured_) : 0.0);
+    return errors_ ? 1 : 0;
+  }
+
+ private:
+  struct Conn {
+    int fd = -1;
+    std::string out, in;
+    std::size_t sent = 0;
+    Clock::time_point sent_at;
+    bool was_allow = false;
+    bool next_is_allow = true;
+    std::uint64_t user = 0;
+    bool success = true;
+    unsigned pwhash = 0;
+  };
+
+  std::uint64_t next_rand() {
+    rng_ ^= rng_ << 13;
+    rng_ ^= rng_ >> 7;
+    rng_ ^= rng_ << 17;
+    return rng_;
+  }
+
+  void send_next(Conn& c) {
+    bool allow = c.next_is_allow;
+    if (allow) {
+      c.user = next_rand() % o_.users + 1;
+      c.success = next_rand() % 10 != 0;
+      c.pwhash = static_cast<unsigned>(c.success ? c.user & 0xfff : next_rand() & 0xfff);
+    }
+    char ip[32], pw[8];
+    std::snprintf(ip, sizeof ip, "10.%u.%u.%u", unsigned(c.user >> 16 & 255), unsigned(c.user >> 8 & 255),
+                  unsigned(c.user & 255));
+    std::snprintf(pw, sizeof pw, "%04x", c.pwhash);
+    std::string body = "{\"device_id\":\"\",\"login\":\"" + user_prefix_ + std::to_string(c.user) + user_suffix_ +
+                       "\",\"protocol\":\"imap\",\"pwhash\":\"" + pw + "\",\"remote\":\"" + ip +
+                       "\",\"session_id\":\"bench\"";
+    if (!allow) body += std::string(",\"success\":") + (c.success ? "true" : "false") + ",\"policy_reject\":false";
+    body += ",\"tls\":false}";
+    c.out = std::string("POST /policy?command=") + (allow ? "allow" : "report") +
+            " HTTP/1.1\r\nHost: policy\r\nUser-Agent: maildict-bench\r\nContent-Length: " +
+            std::to_string(body.size()) + "\r\nConnection: Keep-Alive\r\nContent-Type: application/json\r\n";
+    if (!o_.api_key.empty()) c.out += "X-API-Key: " + o_.api_key + "\r\n";
+    c.out += "\r\n" + body;
+    c.sent = 0;
+    c.in.clear();
+    c.was_allow = allow;
+    c.next_is_allow = !allow;
+    c.sent_at = Clock::now();
+    auto n = ::write(c.fd, c.out.data(), c.out.size());
+    if (n > 0) c.sent = static_cast<std::size_t>(n);
+  }
+
+  // True once a whole response is in; counts its status and decision.
+  bool complete(Conn& c) {
+    auto end = c.in.find("\r\n\r\n");
+    if (end == std::string::npos) return false;
+    std::size_t length = 0;
+    auto cl = c.in.find("Content-Length: ");
+    if (cl != std::string::npos && cl < end) length = std::strtoul(c.in.c_str() + cl + 16, nullptr, 10);
+    if (c.in.size() < end + 4 + length) return false;
+    int status = std::atoi(c.in.c_str() + 9);
+    if (status < 200 || status > 209) {
+      if (errors_++ < 3) std::fprintf(stderr, "maildict-bench: HTTP %d: %.200s\n", status, c.in.c_str());
+    } else if (c.was_allow) {
+      std::string_view body(c.in.data() + end + 4, length);
+      if (body.starts_with("{\"status\":0,")) ++allow_;
+      else if (body.starts_with("{\"status\":-")) ++reject_;
+      else if (body.starts_with("{\"status\":")) ++tarpit_;
+      else ++errors_;
+    }
+    return true;
+  }
+
+  int fail(const char* what, Conn&) {
+    std::fprintf(stderr, "maildict-bench: %s: %s\n", what, std::strerror(errno));
+    return 1;
+  }
+
+  Options o_;
+  sockaddr_in addr_{};
+  std::string user_prefix_, user_suffix_;
+  std::uint64_t rng_;
+  std::vector<Conn> conns_;
+  Histogram hist_;
+  std::uint64_t done_ = 0, measured_ = 0, allows_measured_ = 0;
+  std::uint64_t errors_ = 0, allow_ = 0, tarpit_ = 0, reject_ = 0;
+  Clock::time_point t_start_{}, t_end_{};
+  double cpu_start_ = 0;
+};
+
+}  // namespace
+
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   Options options = parse_options(argc, argv);
   try {
+    if (options.mode == Mode::policy) {
+      PolicyBench bench(std::move(options));
+      return bench.run();
+    }
     if (options.mode == Mode::smtpd_table) {
       TableBench bench(std::move(options));
       return bench.run();

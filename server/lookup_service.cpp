@@ -1,5 +1,7 @@
 #include "server/lookup_service.hpp"
 
+#include "server/metrics.hpp"
+
 namespace maildict::server {
 
 std::string printable_excerpt(std::string_view text, std::size_t max) {
@@ -31,8 +33,32 @@ std::optional<LookupAnswer> LookupService::stale_answer(const std::string& key, 
   return std::move(stale->first);
 }
 
+namespace {
+// Counts an answer by outcome and its latency (GET /metrics on the policy listener).
+LookupAnswer counted(LookupAnswer a, std::chrono::steady_clock::time_point start) {
+  auto& m = metrics();
+  switch (a.kind) {
+    case LookupAnswer::Kind::found: m.lookup_found.inc(); break;
+    case LookupAnswer::Kind::not_found: m.lookup_not_found.inc(); break;
+    case LookupAnswer::Kind::failed: m.lookup_failed.inc(); break;
+  }
+  m.lookup_latency.observe(std::chrono::steady_clock::now() - start);
+  return a;
+}
+}  // namespace
+
 std::optional<LookupAnswer> LookupService::lookup(std::string_view key,
                                                   std::function<void(LookupAnswer)> done) {
+  const auto start = std::chrono::steady_clock::now();
+  auto answer = lookup_uncounted(key, [start, done = std::move(done)](LookupAnswer a) {
+    done(counted(std::move(a), start));
+  });
+  if (answer) return counted(std::move(*answer), start);
+  return std::nullopt;
+}
+
+std::optional<LookupAnswer> LookupService::lookup_uncounted(std::string_view key,
+                                                            std::function<void(LookupAnswer)> done) {
   auto question = dict::classify_lookup_key(key);
   if (std::holds_alternative<dict::UnmappedKey>(question))
     return LookupAnswer::failed("maildict: unmapped key: " + printable_excerpt(key));
@@ -46,12 +72,20 @@ std::optional<LookupAnswer> LookupService::lookup(std::string_view key,
   if (cache_.enabled()) {
     version = backend_.data_version();
     if (version) {
-      if (auto hit = cache_.get(key, *version)) return hit;
+      if (auto hit = cache_.get(key, *version)) {
+        metrics().cache_hits.inc();
+        return hit;
+      }
     }
+    metrics().cache_misses.inc();
   }
 
   auto job = [this, question = std::move(question), key = std::string(key), version,
               done = std::move(done)](storage::DirectoryConnection* conn, const std::string& why) mutable {
+    struct Leave {
+      std::atomic<std::size_t>& n;
+      ~Leave() { n.fetch_sub(1, std::memory_order_relaxed); }
+    } leave{in_flight_};
     if (!conn) {
       if (auto stale = stale_answer(key, why)) return done(std::move(*stale));
       done(LookupAnswer::failed("maildict: " + why));
@@ -67,7 +101,10 @@ std::optional<LookupAnswer> LookupService::lookup(std::string_view key,
     }
     done(std::move(answer));
   };
+  in_flight_.fetch_add(1, std::memory_order_relaxed);
   if (!pool_.submit(deadline(), std::move(job))) {
+    in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    metrics().pool_rejected.inc();
     const std::string why = "maildict: overloaded, too many requests waiting for the database";
     if (auto stale = stale_answer(std::string(key), why)) return stale;
     return LookupAnswer::failed(why);

@@ -2,6 +2,7 @@
 // has not changed, otherwise run it on the pool (DESIGN.md §5). No sockets here: the caller
 // gets the answer either at once or through a callback on a pool thread.
 #pragma once
+#include <atomic>
 #include <functional>
 #include <optional>
 #include <string>
@@ -36,6 +37,9 @@ class LookupService {
   // otherwise returns nullopt and calls `done` later, on a pool thread, exactly once.
   std::optional<LookupAnswer> lookup(std::string_view key, std::function<void(LookupAnswer)> done);
 
+  // Lookups handed to the pool and not answered yet (queued or running): the pool's use.
+  std::size_t in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
+
   // Forgets every cached answer (SIGHUP).
   void clear_cache() { cache_.clear(); }
 
@@ -44,6 +48,7 @@ class LookupService {
 
  private:
   storage::Deadline deadline() const { return storage::Clock::now() + request_timeout_; }
+  std::optional<LookupAnswer> lookup_uncounted(std::string_view key, std::function<void(LookupAnswer)> done);
 
   storage::DirectoryBackend& backend_;
   storage::Pool& pool_;
@@ -55,6 +60,7 @@ class LookupService {
   std::chrono::milliseconds request_timeout_;
   std::chrono::milliseconds negative_ttl_;
   std::function<void(const std::string&, std::chrono::milliseconds, const std::string&)> on_stale_;
+  std::atomic<std::size_t> in_flight_{0};
 };
 
 // A short, printable excerpt of untrusted text for error messages and logs.

@@ -17,7 +17,11 @@
 #include "conf/config.hpp"
 #include "server/dict_server.hpp"
 #include "server/lookup_service.hpp"
+#include "server/metrics.hpp"
+#include "server/policy_engine.hpp"
+#include "server/policy_http.hpp"
 #include "storage/pool.hpp"
+#include "storage/sql_session.hpp"
 #include "storage/backend_factory.hpp"
 
 namespace {
@@ -30,7 +34,10 @@ R"(Usage: maildictd [-c FILE] [--check-config] [--version] [--help]
 
 maildictd owns a mail server's user directory and answers Dovecot's passdb and
 userdb lookups (and OpenSMTPD's, through table-maildict) over Dovecot's dict
-protocol on a UNIX socket. It runs in the foreground and logs to stderr.
+protocol on a UNIX socket. With policy_listen set it is also Dovecot's auth
+policy server (HTTP on loopback: brute-force and password-spray protection,
+GET /metrics, /admin/block and /admin/unblock). It runs in the foreground and
+logs to stderr.
 
 Options:
   -c, --config FILE   configuration file (default %s)
@@ -66,6 +73,17 @@ void print_summary(const maildict::conf::Config& c) {
   std::printf("  timeouts    request %lld ms, idle %lld ms\n", static_cast<long long>(c.request_timeout.count()),
               static_cast<long long>(c.idle_timeout.count()));
   std::printf("  cache       %zu entries, ttl %lld ms\n", c.cache_entries, static_cast<long long>(c.cache_ttl.count()));
+  if (c.policy_listen.empty()) {
+    std::printf("  policy      off (policy_listen is empty)\n");
+  } else {
+    const auto& p = c.policy;
+    std::printf("  policy      http://%s/ (API key %s), window %lld s\n", c.policy_listen.c_str(),
+                c.policy_api_key.empty() ? "not required" : "required", static_cast<long long>(p.window.count() / 1000));
+    std::printf("              tarpit/reject after ip+login %u/%u, ip %u/%u, login %u/%u distinct failures\n",
+                p.ip_login_tarpit, p.ip_login_reject, p.ip_tarpit, p.ip_reject, p.login_tarpit, p.login_reject);
+    std::printf("              %zu allow-listed network(s), at most %zu tracked keys\n", p.allow_networks.size(),
+                p.max_entries);
+  }
 }
 
 }  // namespace
@@ -113,6 +131,19 @@ int main(int argc, char** argv) {
   try {
     maildict::server::DictServer server(config);
     server.bind();
+    // The policy listener binds before privileges are dropped too; it reaches the database
+    // through the backend made below.
+    maildict::storage::DirectoryBackend* backend_for_policy = nullptr;
+    std::unique_ptr<maildict::server::PolicyEngine> policy_engine;
+    std::unique_ptr<maildict::server::PolicyHttpServer> policy_server;
+    if (!config.policy_listen.empty()) {
+      policy_engine = std::make_unique<maildict::server::PolicyEngine>(config.policy);
+      policy_server = std::make_unique<maildict::server::PolicyHttpServer>(
+          config, *policy_engine, [&backend_for_policy] {
+            return backend_for_policy->open_session(maildict::storage::SessionRole::write);
+          });
+      policy_server->bind();
+    }
     if (!config.run_as_user.empty()) drop_privileges(config.run_as_user);
 
     auto options = maildict::conf::backend_options(config);
@@ -124,6 +155,7 @@ int main(int argc, char** argv) {
     };
     auto backend_ptr = maildict::storage::open_backend(options);
     auto& backend = *backend_ptr;
+    backend_for_policy = &backend;
     try {
       backend.prepare_schema();
     } catch (const std::exception& e) {
@@ -153,7 +185,14 @@ int main(int argc, char** argv) {
                    why, key, age.count(), skipped->exchange(0));
     });
     spdlog::info("maildictd {} starting: directory {}", MAILDICT_VERSION, backend.describe());
+    auto& m = maildict::server::metrics();
+    m.add_gauge("maildict_pool_connections", "Database connections (and threads) in the pool.",
+                [n = maildict::conf::pool_size(config)] { return static_cast<double>(n); });
+    m.add_gauge("maildict_pool_in_flight", "Lookups queued for or running on the pool.",
+                [&service] { return static_cast<double>(service.in_flight()); });
+    if (policy_server) policy_server->start();
     server.run(service);
+    if (policy_server) policy_server->stop();  // saves the policy state while the database is open
     pool.stop();
     spdlog::info("stopped");
   } catch (const std::exception& e) {

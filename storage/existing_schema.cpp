@@ -155,40 +155,32 @@ class ExistingSchemaDirectory final : public DirectoryConnection {
 
   Result<PassdbEntry> passdb(std::string_view login, Deadline deadline) override {
     using R = Result<PassdbEntry>;
-    const TemplatedQuery* q = dovecot_query(&DovecotSqlQueries::password_query);
-    if (!q) return R::temp_fail(missing("password_query"));
-    auto name = split_login(login);
-    if (!name) return R::not_found();
-    SqlRows rows;
-    std::vector<std::string> names;
-    if (auto failed = run(*q, *name, deadline, rows, names)) return *failed ? R::temp_fail(error_) : R::not_found();
-    if (rows.empty()) return R::not_found();
-    auto password = column(names, "password");
-    if (!password) return R::temp_fail("password_query in " + schema_->dovecot->source + " returns no 'password' column");
-    PassdbEntry e;
-    e.user = user_of(rows[0], names, *name);
-    const std::string& stored = cell(rows[0], password);
-    if (!stored.empty()) {
-      const std::string& scheme = schema_->dovecot->default_pass_scheme;
-      if (stored.front() == '{' || scheme.empty())
-        e.password = with_scheme_prefix(stored);
-      else
-        e.password = "{" + scheme + "}" + stored;
-    }
-    return R::found(std::move(e));
+    return per_login<R>(&DovecotSqlQueries::password_query, "password_query", login, deadline,
+                        [this](const SqlRow& row, const std::vector<std::string>& names, const MailboxName& name) {
+                          auto password = column(names, "password");
+                          if (!password)
+                            return R::temp_fail("password_query in " + schema_->dovecot->source +
+                                                " returns no 'password' column");
+                          PassdbEntry e;
+                          e.user = user_of(row, names, name);
+                          const std::string& stored = cell(row, password);
+                          if (!stored.empty()) {
+                            const std::string& scheme = schema_->dovecot->default_pass_scheme;
+                            if (stored.front() == '{' || scheme.empty())
+                              e.password = with_scheme_prefix(stored);
+                            else
+                              e.password = "{" + scheme + "}" + stored;
+                          }
+                          return R::found(std::move(e));
+                        });
   }
 
   Result<UserdbEntry> userdb(std::string_view login, Deadline deadline) override {
     using R = Result<UserdbEntry>;
-    const TemplatedQuery* q = dovecot_query(&DovecotSqlQueries::user_query);
-    if (!q) return R::temp_fail(missing("user_query"));
-    auto name = split_login(login);
-    if (!name) return R::not_found();
-    SqlRows rows;
-    std::vector<std::string> names;
-    if (auto failed = run(*q, *name, deadline, rows, names)) return *failed ? R::temp_fail(error_) : R::not_found();
-    if (rows.empty()) return R::not_found();
-    return R::found(entry_from(rows[0], names, *name));
+    return per_login<R>(&DovecotSqlQueries::user_query, "user_query", login, deadline,
+                        [this](const SqlRow& row, const std::vector<std::string>& names, const MailboxName& name) {
+                          return R::found(entry_from(row, names, name));
+                        });
   }
 
   Result<std::vector<UserdbEntry>> users(Deadline deadline) override {
@@ -269,6 +261,21 @@ class ExistingSchemaDirectory final : public DirectoryConnection {
   bool healthy() const override { return s_->healthy(); }
 
  private:
+  // Runs one of Dovecot's per-login queries and hands its first row to `make`.
+  template <class R, class Make>
+  R per_login(std::optional<TemplatedQuery> DovecotSqlQueries::*which, const char* what, std::string_view login,
+              Deadline deadline, Make&& make) {
+    const TemplatedQuery* q = dovecot_query(which);
+    if (!q) return R::temp_fail(missing(what));
+    auto name = split_login(login);
+    if (!name) return R::not_found();
+    SqlRows rows;
+    std::vector<std::string> names;
+    if (auto failed = run(*q, *name, deadline, rows, names)) return *failed ? R::temp_fail(error_) : R::not_found();
+    if (rows.empty()) return R::not_found();
+    return make(rows[0], names, *name);
+  }
+
   const TemplatedQuery* dovecot_query(std::optional<TemplatedQuery> DovecotSqlQueries::*which) const {
     if (!schema_->dovecot) return nullptr;
     const auto& q = (*schema_->dovecot).*which;

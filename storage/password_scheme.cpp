@@ -89,11 +89,36 @@ std::optional<std::string> crypt_hash_for_smtpd(std::string_view stored) {
   return out;
 }
 
+std::optional<CostRange> cost_range(std::string_view scheme) {
+  if (iequals(scheme, "bcrypt") || iequals(scheme, "bcrypt-2y")) return CostRange{4, 31};
+  // libxcrypt clamps SHA-crypt rounds into this range itself; refusing outside it keeps the
+  // stored hash saying what the operator asked for.
+  if (iequals(scheme, "sha512-crypt") || iequals(scheme, "sha256-crypt")) return CostRange{1000, 999999999};
+  if (iequals(scheme, "yescrypt")) return CostRange{1, 11};
+  return std::nullopt;
+}
+
+bool scheme_truncates_at_72_bytes(std::string_view scheme) {
+  return iequals(scheme, "bcrypt") || iequals(scheme, "bcrypt-2y");
+}
+
 std::string hash_password(std::string_view password, std::string_view scheme) {
+  return hash_password(password, scheme, 0);
+}
+
+std::string hash_password(std::string_view password, std::string_view scheme, unsigned long cost) {
   // crypt() takes a C string: an embedded NUL would silently hash a shorter password.
   if (password.find('\0') != std::string_view::npos)
     throw std::runtime_error("password contains a NUL byte");
   SchemeSetting s = setting_for(scheme);
+  if (cost != 0) {
+    auto range = cost_range(scheme);
+    if (!range || cost < range->min || cost > range->max)
+      throw std::invalid_argument("cost " + std::to_string(cost) + " is out of range for " + std::string(scheme) +
+                                  (range ? " (" + std::to_string(range->min) + ".." + std::to_string(range->max) + ")"
+                                         : std::string()));
+    s.count = cost;
+  }
 
   char salt[CRYPT_GENSALT_OUTPUT_SIZE];
   // NULL random bytes: libxcrypt draws the salt from the OS random source itself.

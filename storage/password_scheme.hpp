@@ -24,4 +24,22 @@ std::optional<std::string> crypt_hash_for_smtpd(std::string_view stored);
 // unknown scheme, a password holding NUL, or when libcrypt refuses.
 std::string hash_password(std::string_view password, std::string_view scheme);
 
+// The same with an explicit cost; 0 takes the scheme's default (as above). The cost means what
+// each scheme calls it: bcrypt's log2 rounds (4..31), SHA-crypt's rounds (1000..999999999),
+// yescrypt's cost factor (1..11). Throws std::invalid_argument naming the valid range when the
+// cost is out of it, and std::runtime_error as above.
+std::string hash_password(std::string_view password, std::string_view scheme, unsigned long cost);
+
+// The valid cost range of a scheme, for help texts and argument checks; nullopt for an unknown
+// scheme.
+struct CostRange {
+  unsigned long min;
+  unsigned long max;
+};
+std::optional<CostRange> cost_range(std::string_view scheme);
+
+// bcrypt hashes only the first 72 bytes of a password: a longer one would quietly accept any
+// password sharing that prefix. True for the bcrypt schemes.
+bool scheme_truncates_at_72_bytes(std::string_view scheme);
+
 }  // namespace maildict::storage

@@ -27,8 +27,8 @@ cmake --build build-asan -j "$jobs" --target maildict-unit-protocol maildict-uni
 
 echo "== fuzz targets, $fuzz_seconds s each ($top/build-fuzz)"
 CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMAILDICT_FUZZ=ON >/dev/null
-cmake --build build-fuzz -j "$jobs" --target fuzz_dict_parser fuzz_smtpd_imsg fuzz_smtpd_text
-for target in dict_parser smtpd_imsg smtpd_text; do
+cmake --build build-fuzz -j "$jobs" --target fuzz_dict_parser fuzz_smtpd_imsg fuzz_smtpd_text fuzz_policy_codec
+for target in dict_parser smtpd_imsg smtpd_text policy_codec; do
   corpus=$(mktemp -d)
   cp tests/fuzz/corpus/$target/* "$corpus"/ 2>/dev/null || true
   ./build-fuzz/fuzz_$target -max_total_time="$fuzz_seconds" -max_len=4096 "$corpus" 2>&1 | tail -n 3

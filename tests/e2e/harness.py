@@ -33,7 +33,8 @@ What is here:
                              and ReplyMatcher, which pairs replies with commands by the rules
                              of specs/dovecot.md §1.4 (`*n` / `+n` async ids, or plain FIFO)
 
-MAILDICT_MAILDICTD / MAILDICT_ADMIN override the programs under test (e.g. a sanitizer build).
+MAILDICT_MAILDICTD / MAILDICT_ADMIN / MAILDICT_MAILDICTCTL override the programs under test (e.g.
+a sanitizer build); maildictctl() runs the operator's tool against a test's maildict.conf.
 
 Every process started here is also registered for cleanup at interpreter exit and gets
 PR_SET_PDEATHSIG, so nothing outlives a failed or killed test.
@@ -73,6 +74,18 @@ def maildictd_path():
 
 def admin_path():
     return os.environ.get("MAILDICT_ADMIN") or os.path.join(BUILD_DIR, "maildict-admin")
+
+
+def maildictctl_path():
+    return os.environ.get("MAILDICT_MAILDICTCTL") or os.path.join(BUILD_DIR, "maildictctl")
+
+
+def maildictctl(conf_path, *args, stdin=None, timeout=None):
+    """Runs `maildictctl -c CONF ARGS...` -> (rc, stdout, stderr). stdin: text for its standard
+    input (the password goes there), or None for an empty one."""
+    r = subprocess.run([maildictctl_path(), "-c", conf_path] + list(args), input=stdin or "",
+                       capture_output=True, text=True, timeout=timeout or COMMAND_TIMEOUT)
+    return r.returncode, r.stdout, r.stderr
 
 
 # Generous: the CI machine may be small and busy (CTest runs several tests at once).

@@ -30,7 +30,7 @@ if not MISSING and not (h.smtpd_version(h.SMTPD_74) or "").startswith("7."):
 
 
 @unittest.skipIf(MISSING, MISSING)
-class SmtpdAuth(h.DaemonsTestCase):
+class SmtpdAuth(h.MailFlow, h.DaemonsTestCase):
     DAEMONS = ("smtpd", "maildictd")
 
     @classmethod
@@ -70,13 +70,6 @@ class SmtpdAuth(h.DaemonsTestCase):
             code, msg = s.ehlo("client.test")
             self.assertEqual(code, 250, msg)
         return s
-
-    @staticmethod
-    def _quit(s):
-        try:
-            s.quit()
-        except Exception:
-            pass
 
     def login(self, user, password):
         """-> (code, message) of the AUTH exchange, over STARTTLS."""

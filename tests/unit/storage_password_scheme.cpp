@@ -77,3 +77,32 @@ TEST_CASE("hash_password: refuses what it cannot do safely") {
   CHECK_THROWS_AS(hash_password("x", "md5"), std::runtime_error);
   CHECK_THROWS_AS(hash_password(std::string("ab\0cd", 5), "sha512-crypt"), std::runtime_error);
 }
+
+TEST_CASE("hash_password: an explicit cost is used and checked") {
+  auto b = hash_password("cost-secret", "bcrypt", 4);
+  CHECK(b.rfind("$2b$04$", 0) == 0);
+  CHECK(verifies("cost-secret", b));
+  auto s = hash_password("cost-secret", "sha512-crypt", 6000);
+  CHECK(s.rfind("$6$rounds=6000$", 0) == 0);
+  CHECK(verifies("cost-secret", s));
+  auto y = hash_password("cost-secret", "yescrypt", 3);
+  CHECK(y.rfind("$y$", 0) == 0);
+  CHECK(verifies("cost-secret", y));
+  CHECK_FALSE(verifies("cost-secreT", y));
+  // 0 is the scheme's default, exactly as without a cost
+  CHECK(hash_password("x", "bcrypt", 0).rfind("$2b$10$", 0) == 0);
+  CHECK_THROWS_AS(hash_password("x", "bcrypt", 3), std::invalid_argument);
+  CHECK_THROWS_AS(hash_password("x", "bcrypt", 32), std::invalid_argument);
+  CHECK_THROWS_AS(hash_password("x", "sha512-crypt", 999), std::invalid_argument);
+  CHECK_THROWS_AS(hash_password("x", "yescrypt", 12), std::invalid_argument);
+}
+
+TEST_CASE("cost_range and the bcrypt 72-byte limit") {
+  using maildict::storage::cost_range;
+  REQUIRE(cost_range("BCRYPT"));
+  CHECK(cost_range("bcrypt")->min == 4);
+  CHECK(cost_range("yescrypt")->max == 11);
+  CHECK_FALSE(cost_range("md5"));
+  CHECK(maildict::storage::scheme_truncates_at_72_bytes("bcrypt"));
+  CHECK_FALSE(maildict::storage::scheme_truncates_at_72_bytes("yescrypt"));
+}
