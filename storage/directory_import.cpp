@@ -173,7 +173,11 @@ struct Failure {
 };
 
 Failure failure_from(const SqlError& err, ImportStatus otherwise, const std::string& what) {
-  return {err.kind == SqlError::Kind::transient ? ImportStatus::temporary : otherwise, what + ": " + err.message};
+  ImportStatus status = otherwise;
+  if (err.kind == SqlError::Kind::transient) status = ImportStatus::temporary;
+  else if (err.kind == SqlError::Kind::constraint && otherwise == ImportStatus::target_error)
+    status = ImportStatus::conflict;
+  return {status, what + ": " + err.message};
 }
 
 class SourceReader {

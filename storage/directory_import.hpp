@@ -55,7 +55,8 @@ enum class ImportStatus {
   ok,              // committed (or, in a dry run, would commit)
   strict_refused,  // --strict and some rows were skipped: nothing written
   source_error,    // the source is not the expected schema, or a value in it is unusable
-  target_error,    // the target refused a write (constraint, missing schema)
+  conflict,        // the target refused a write as a constraint violation (a row in the way)
+  target_error,    // the target is unusable (missing schema, bad SQL, read-only)
   temporary,       // lock, timeout, lost connection: nothing written, try again later
 };
 
