@@ -255,7 +255,11 @@ void read_mailcow(SourceReader& r, Source& src) {
     bool receive_only = row[3] && trim(*row[3]) == "2";
     src.users.push_back({text(row, 0), row[1], row[2], receive_only || truthy(row[3]), !receive_only});
   }
-  for (auto& row : r.rows("SELECT address, goto, active, sender_allowed FROM alias ORDER BY address", "alias"))
+  // sender_allowed appeared in mailcow 2019; before, every alias could be sent as by its targets.
+  const char* aliases = r.has_column("alias", "sender_allowed")
+                            ? "SELECT address, goto, active, sender_allowed FROM alias ORDER BY address"
+                            : "SELECT address, goto, active, 1 FROM alias ORDER BY address";
+  for (auto& row : r.rows(aliases, "alias"))
     src.aliases.push_back({text(row, 0), split_list(text(row, 1)), truthy(row[2]), truthy(row[3])});
   for (auto& row : r.rows("SELECT logged_in_as, send_as FROM sender_acl ORDER BY logged_in_as, send_as", "sender_acl"))
     src.senders.push_back({text(row, 0), text(row, 1)});
@@ -314,14 +318,19 @@ void read_modoboa(SourceReader& r, Source& src) {
                           "ORDER BY d.name, m.address",
                           "admin_mailbox"))
     src.users.push_back({text(row, 0) + "@" + text(row, 1), row[2], row[3], truthy(row[4]), true});
-  // One row per (alias, recipient); an alias without recipients still shows once.
-  for (auto& row : r.rows("SELECT a.address, a.enabled, r.address FROM admin_alias a "
-                          "LEFT JOIN modoboa_admin_aliasrecipient r ON r.alias_id = a.id "
-                          "ORDER BY a.address, a.id, r.id",
-                          "admin_alias")) {
+  // One row per (alias, recipient); an alias without recipients still shows once. An alias
+  // past its expire_at no longer delivers in modoboa: it comes over disabled, not revived.
+  const char* aliases =
+      r.has_column("admin_alias", "expire_at")
+          ? "SELECT a.address, a.enabled, r.address, (a.expire_at IS NOT NULL AND a.expire_at <= CURRENT_TIMESTAMP) "
+            "FROM admin_alias a LEFT JOIN modoboa_admin_aliasrecipient r ON r.alias_id = a.id "
+            "ORDER BY a.address, a.id, r.id"
+          : "SELECT a.address, a.enabled, r.address, NULL FROM admin_alias a "
+            "LEFT JOIN modoboa_admin_aliasrecipient r ON r.alias_id = a.id ORDER BY a.address, a.id, r.id";
+  for (auto& row : r.rows(aliases, "admin_alias")) {
     std::string address = text(row, 0);
     if (src.aliases.empty() || src.aliases.back().address != address)
-      src.aliases.push_back({address, {}, truthy(row[1])});
+      src.aliases.push_back({address, {}, truthy(row[1]) && !truthy(row[3])});
     if (row[2]) src.aliases.back().destinations.push_back(*row[2]);
   }
 }

@@ -523,6 +523,21 @@ TEST_CASE("import mailcow: rows and lookups") {
   CHECK(send.value == std::vector<std::string>{"recv@example.org", "team@example.org"});
 }
 
+TEST_CASE("import mailcow: before sender_allowed existed, every list alias may be sent as by its mailboxes") {
+  std::string src = mailcow_source();
+  {
+    RawDb db(src);
+    REQUIRE(db.exec("ALTER TABLE alias DROP COLUMN sender_allowed") == SQLITE_OK);
+  }
+  std::string t = empty_directory();
+  auto r = import(ImportKind::mailcow, src, t);
+  INFO(dump(r));
+  REQUIRE(r.status == ImportStatus::ok);
+  CHECK(senders(t) == std::set<std::string>{"alice@example.org|team@example.org", "recv@example.org|team@example.org",
+                                            "alice@example.org|nosend@example.org", "alice@example.org|@example.net",
+                                            "alice@example.org|boss@example.org"});
+}
+
 TEST_CASE("import mailcow: transaction rules") { check_transaction_rules(ImportKind::mailcow, mailcow_source()); }
 
 // ---- Mail-in-a-Box -------------------------------------------------------------------------------
@@ -639,6 +654,8 @@ std::string modoboa_source() {
   exec(db, al, {"5", "@example.org", "1", "0"});
   exec(db, al, {"6", "old@example.org", "0", "0"});
   exec(db, al, {"7", "empty@example.org", "1", "0"});  // no recipients
+  exec(db, "UPDATE admin_alias SET expire_at = '2001-01-01 00:00:00' WHERE id = 5");  // expired catch-all
+  exec(db, "UPDATE admin_alias SET expire_at = '2999-01-01 00:00:00' WHERE id = 4");  // not yet
   exec(db,
        "CREATE TABLE modoboa_admin_aliasrecipient (id INTEGER PRIMARY KEY, address TEXT, alias_id INTEGER, "
        "r_mailbox_id INTEGER, r_alias_id INTEGER)");
@@ -668,7 +685,7 @@ TEST_CASE("import modoboa: rows and lookups") {
   CHECK(aliases(t) == std::set<std::string>{
                           "sales|example.org|alice@example.org|1",
                           "sales|example.org|external@partner.example|1",
-                          "|example.org|alice@example.org|1",
+                          "|example.org|alice@example.org|0",
                           "old|example.org|bob@example.org|0",
                       });
   CHECK(r.count(ImportAction::skip) == 2);
