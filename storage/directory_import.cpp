@@ -381,6 +381,18 @@ class Importer {
     for (auto& u : users_) write_user(u);
     for (auto& a : aliases_) write_alias(a);
     for (auto& s : senders_) write_sender(s);
+    // Planning reported the skipped rows first: put every item with its kind, in name order,
+    // so a report reads domain by domain, user by user.
+    auto rank = [](const ImportItem& i) {
+      if (i.what == "domain" || i.what == "alias-domain") return 0;
+      if (i.what == "user") return 1;
+      if (i.what == "alias") return 2;
+      return 3;
+    };
+    std::stable_sort(report_.items.begin(), report_.items.end(), [&](const ImportItem& a, const ImportItem& b) {
+      int ra = rank(a), rb = rank(b);
+      return ra != rb ? ra < rb : a.key < b.key;
+    });
   }
 
  private:
@@ -480,7 +492,7 @@ class Importer {
         p.note = "no password in the source: receives mail, cannot log in";
       } else if (!importable_password_hash(pw)) {
         item("user", key, ImportAction::skip,
-             "password hash in an unknown scheme (neither a crypt(3) hash nor a Dovecot {SCHEME} value)");
+             "password hash in an unknown scheme: neither a crypt(3) hash nor a Dovecot {SCHEME} value");
         continue;
       } else {
         p.password = std::string(pw);
@@ -820,8 +832,8 @@ ImportReport import_directory(ImportKind kind, SqlSession& source, SqlSession& t
       target.rollback();
       in_transaction = false;
       report.status = ImportStatus::strict_refused;
-      report.error = std::to_string(report.count(ImportAction::skip)) +
-                     " source rows cannot be mapped (see the skip lines) and --strict is set: nothing was written";
+      report.error = "--strict: " + std::to_string(report.count(ImportAction::skip)) +
+                     " source row(s) cannot be mapped (see the skip lines); nothing was written";
       return report;
     }
     if (options.dry_run) {

@@ -66,7 +66,7 @@ struct ImportReport {
   ImportStatus status = ImportStatus::ok;
   std::string error;  // set unless status is ok; safe to print (no values, no hashes)
   bool committed = false;
-  std::vector<ImportItem> items;  // in processing order: domains, users, aliases, senders
+  std::vector<ImportItem> items;  // domains, users, aliases, senders; by name within each
 
   std::size_t count(ImportAction action) const;
   std::size_t count(std::string_view what, ImportAction action) const;

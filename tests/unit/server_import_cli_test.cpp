@@ -214,8 +214,8 @@ TEST_CASE("maildictctl import: a source of another tool is exit 1 with the missi
   auto r = run({"mailcow", "--from", postfixadmin(false)}, "sqlite:" + t);
   CHECK(r.status == 1);
   INFO(r.err);
-  CHECK(has(r.err, "reading alias from the mailcow database"));
-  CHECK(has(r.err, "sender_allowed"));
+  CHECK(has(r.err, "reading sender_acl from the mailcow database"));
+  CHECK(has(r.err, "no such table: sender_acl"));
   CHECK(scalar(t, "SELECT count(*) FROM domains") == "0");
 }
 
