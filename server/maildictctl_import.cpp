@@ -54,7 +54,9 @@ KIND names the tool that owns the source database:
 URI is the source database:
   sqlite:/path/to/file.db   an SQLite file (a plain path works too); opened
                             read-only
-  postgresql:<conninfo>     a libpq key=value string or postgresql:// URI
+  postgresql:<conninfo>     a libpq key=value string, e.g.
+                            postgresql:host=/run/postgresql dbname=postfix
+  postgresql://user@host/db a libpq URI as it is
 MySQL and MariaDB, where PostfixAdmin, ViMbAdmin and mailcow usually keep their
 data, are not read directly: load a copy into PostgreSQL first (for example
   pgloader mysql://user:pw@host/postfix postgresql:///postfix_copy
@@ -204,7 +206,9 @@ std::optional<int> open_source(const std::string& uri, Source& src, std::FILE* e
     }
   if (u.starts_with("postgresql:") || u.starts_with("postgres:")) {
     PostgresSessionOptions pg;
-    pg.conninfo = std::string(u.substr(u.find(':') + 1));
+    // "postgresql://user@host/db" is already a libpq URI; "postgresql:<conninfo>" as in maildict.conf.
+    pg.conninfo = u.starts_with("postgresql://") || u.starts_with("postgres://") ? uri
+                                                                                 : std::string(u.substr(u.find(':') + 1));
     pg.application_name = "maildictctl-import";
     pg.statement_timeout = std::chrono::minutes(10);
     try {

@@ -89,6 +89,19 @@ std::vector<std::string> split_list(std::string_view s) {
   return out;
 }
 
+// PostfixAdmin's vacation: while an auto-reply is on, the mailbox's alias also goes to
+// "john#example.org@<vacation domain>" (the address with '@' written as '#'), which its own
+// transport answers. The vacation domain is configurable, so it is recognised by that shape.
+bool is_vacation_destination(const std::string& dest, const std::string& alias_address) {
+  auto at = dest.rfind('@');
+  if (at == std::string::npos) return false;
+  std::string local = dest.substr(0, at);
+  auto hash = local.rfind('#');
+  if (hash == std::string::npos) return false;
+  local[hash] = '@';
+  return local == alias_address;
+}
+
 enum class QuotaUnit { bytes, mebibytes, suffixed };
 
 // The mailbox quota in bytes; nullopt is "no limit" (NULL, 0 or negative in every tool).
@@ -525,21 +538,17 @@ class Importer {
         item("alias", label, ImportAction::skip, "no destination");
         continue;
       }
-      // PostfixAdmin and ViMbAdmin keep one alias per mailbox pointing to itself, modoboa an
-      // internal one: maildict delivers to a user's own address without it.
-      if (a.destinations.size() == 1 && lower(trim(a.destinations[0])) == label) {
-        if (user_index_.count(label))
-          item("alias", label, ImportAction::ignore, "redundant: the mailbox's own address");
-        else
-          item("alias", label, ImportAction::skip, "points to itself and is not a mailbox");
-        continue;
-      }
-      std::vector<std::string> kept;
+      // First the destinations maildict cannot use, each reported on its own line.
+      std::vector<std::string> usable;
       for (auto& raw : a.destinations) {
         std::string dest = lower(trim(raw));
         std::string key = label + " -> " + dest;
         if (src.special_destinations.count(dest)) {
           item("alias", key, ImportAction::skip, "a " + std::string(import_kind_name(kind_)) + "-internal destination");
+          continue;
+        }
+        if (is_vacation_destination(dest, label)) {
+          item("alias", key, ImportAction::skip, "PostfixAdmin's vacation auto-reply: not imported");
           continue;
         }
         if (catch_all_domain(dest)) {
@@ -551,7 +560,21 @@ class Importer {
           item("alias", label + " -> " + std::string(trim(raw)), ImportAction::skip, "not a valid destination address");
           continue;
         }
-        dest = name->canonical();
+        usable.push_back(name->canonical());
+      }
+      if (usable.empty()) continue;
+      // PostfixAdmin and ViMbAdmin keep one alias per mailbox pointing to itself (plus the
+      // vacation address while one is on), modoboa an internal one: maildict delivers to a
+      // user's own address without it.
+      if (usable.size() == 1 && usable[0] == label) {
+        if (user_index_.count(label))
+          item("alias", label, ImportAction::ignore, "redundant: the mailbox's own address");
+        else
+          item("alias", label, ImportAction::skip, "points to itself and is not a mailbox");
+        continue;
+      }
+      std::vector<std::string> kept;
+      for (auto& dest : usable) {
         if (!seen.insert({local_part, domain, dest}).second) {
           item("alias", label + " -> " + dest, ImportAction::ignore, "duplicate destination");
           continue;

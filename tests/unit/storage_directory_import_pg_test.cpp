@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "server/maildictctl_import.hpp"
 #include "storage/directory_import.hpp"
 #include "storage/password_scheme.hpp"
 #include "storage/postgres_backend.hpp"
@@ -89,6 +90,8 @@ class PrivatePostgres {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
   }
+
+  std::string socket_dir() const { return dir_.string(); }
 
   std::string conninfo(const std::string& dbname) const {
     return "host=" + dir_.string() + " dbname=" + dbname + " user=postgres connect_timeout=5";
@@ -319,6 +322,22 @@ TEST_CASE("import on PostgreSQL: PostfixAdmin on PostgreSQL (boolean active) int
         std::set<std::string>{"list|example.org|alice@example.org|0", "list|example.org|carl@off.example|0"});
   auto again = import_directory(ImportKind::postfixadmin, *source, *target, {});
   CHECK(again.changes() == 0);
+
+  // The command, with the source as a libpq URI.
+  std::string uri = "postgresql:///postfixadmin_src?host=" + pg->socket_dir() + "&user=postgres";
+  std::vector<std::string> args = {"import", "postfixadmin", "--from", uri};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  std::FILE* out = std::tmpfile();
+  REQUIRE(out);
+  int status = maildict::server::run_import_command(static_cast<int>(argv.size()), argv.data(), "sqlite:" + t, out, out);
+  std::rewind(out);
+  char buf[8192] = {};
+  std::string printed(buf, std::fread(buf, 1, sizeof buf - 1, out));
+  std::fclose(out);
+  INFO(printed);
+  CHECK(status == 0);
+  CHECK(printed.find("0 added, 0 updated, 7 unchanged") != std::string::npos);
   std::filesystem::remove(t);
   std::filesystem::remove(t + "-wal");
   std::filesystem::remove(t + "-shm");
