@@ -91,7 +91,8 @@ Options:
   --dry-run    do the whole import, print the report, then roll it back:
                shows exactly what would be added, updated and skipped
   --strict     fail, writing nothing, if any row would be skipped
-  --verbose    also list the rows already present and unchanged
+  --verbose    also list the rows already present and unchanged, and the
+               redundant ones left out (counted in the summary either way)
   --timeout S  give up (exit 75, nothing written) when the import has not
                finished after S seconds, lock waits included (default 600)
   -h, --help   print this help
@@ -257,7 +258,9 @@ int exit_status(ImportStatus s) {
 void print_report(const ImportReport& r, bool verbose, std::FILE* out) {
   std::fprintf(out, "import from %s%s\n", import_kind_name(r.kind), r.dry_run ? " (dry run: nothing is written)" : "");
   for (auto& i : r.items) {
-    if (i.action == ImportAction::unchanged && !verbose) continue;
+    // A large PostfixAdmin has one redundant self-alias per mailbox: those, like the rows that
+    // are already there, only clutter the report unless asked for.
+    if ((i.action == ImportAction::unchanged || i.action == ImportAction::ignore) && !verbose) continue;
     if (i.reason.empty())
       std::fprintf(out, "%-9s %-12s %s\n", import_action_name(i.action), i.what.c_str(), i.key.c_str());
     else

@@ -173,7 +173,7 @@ TEST_CASE("maildictctl import: dry run, real run, second run") {
   CHECK(has(dry.out, "dry run"));
   CHECK(has(dry.out, "add       user         alice@example.org"));
   CHECK(has(dry.out, "add       alias        list@example.org -> friend@else.example"));
-  CHECK(has(dry.out, "ignore    alias        alice@example.org  (redundant"));
+  CHECK_FALSE(has(dry.out, "ignore"));  // redundant rows are only counted unless --verbose
   CHECK(has(dry.out, "4 would be added, 0 would be updated, 0 unchanged, 1 ignored as redundant, 0 skipped"));
   CHECK_FALSE(has(dry.out, "$6$"));  // never a hash in the report
   CHECK(scalar(t, "SELECT count(*) FROM users") == "0");
@@ -189,6 +189,7 @@ TEST_CASE("maildictctl import: dry run, real run, second run") {
   CHECK_FALSE(has(again.out, "unchanged domain"));  // listed only with --verbose
   auto verbose = run({"postfixadmin", "--from", src, "--verbose"}, uri);
   CHECK(has(verbose.out, "unchanged domain       example.org"));
+  CHECK(has(verbose.out, "ignore    alias        alice@example.org  (redundant"));
 }
 
 TEST_CASE("maildictctl import: unmappable rows are skipped, or refused with --strict (exit 3)") {
