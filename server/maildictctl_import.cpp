@@ -255,17 +255,27 @@ int exit_status(ImportStatus s) {
   return kImportUsage;
 }
 
+// Names of skipped rows come from the source as stored: a control character in one must not
+// rewrite the operator's terminal or split a report line.
+std::string printable(const std::string& s) {
+  std::string out = s;
+  for (auto& c : out)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return out;
+}
+
 void print_report(const ImportReport& r, bool verbose, std::FILE* out) {
   std::fprintf(out, "import from %s%s\n", import_kind_name(r.kind), r.dry_run ? " (dry run: nothing is written)" : "");
   for (auto& i : r.items) {
     // A large PostfixAdmin has one redundant self-alias per mailbox: those, like the rows that
     // are already there, only clutter the report unless asked for.
     if ((i.action == ImportAction::unchanged || i.action == ImportAction::ignore) && !verbose) continue;
+    std::string key = printable(i.key);
     if (i.reason.empty())
-      std::fprintf(out, "%-9s %-12s %s\n", import_action_name(i.action), i.what.c_str(), i.key.c_str());
+      std::fprintf(out, "%-9s %-12s %s\n", import_action_name(i.action), i.what.c_str(), key.c_str());
     else
-      std::fprintf(out, "%-9s %-12s %s  (%s)\n", import_action_name(i.action), i.what.c_str(), i.key.c_str(),
-                   i.reason.c_str());
+      std::fprintf(out, "%-9s %-12s %s  (%s)\n", import_action_name(i.action), i.what.c_str(), key.c_str(),
+                   printable(i.reason).c_str());
   }
   bool done = r.status == ImportStatus::ok;
   const char* verb = r.dry_run || !done ? "would be " : "";

@@ -233,3 +233,13 @@ TEST_CASE("maildictctl import: a locked directory is a temporary failure (exit 7
   CHECK(r.status == 75);
   CHECK(scalar(t, "SELECT count(*) FROM domains") == "0");
 }
+
+TEST_CASE("maildictctl import: a control character in a source name cannot forge report lines") {
+  std::string src = postfixadmin(false);
+  sql(src, "INSERT INTO mailbox VALUES ('x' || char(10) || 'add       user         forged@example.org', "
+           "'{SHA512-CRYPT}$6$abc$def', 'X', 0, 1);");
+  auto r = run({"postfixadmin", "--from", src, "--dry-run"}, "sqlite:" + directory());
+  CHECK(r.status == 0);
+  CHECK(has(r.out, "skip      user         x?add       user         forged@example.org  (not a valid address)"));
+  CHECK_FALSE(has(r.out, "\nadd       user         forged@example.org"));
+}
