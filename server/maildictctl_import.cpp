@@ -225,7 +225,8 @@ std::optional<int> open_source(const std::string& uri, Source& src, std::FILE* e
   std::string path = u.starts_with("sqlite:") ? std::string(u.substr(7)) : uri;
   if (path.empty() || (u.find(':') != std::string_view::npos && !u.starts_with("sqlite:") && !u.starts_with("/") &&
                        !u.starts_with("."))) {
-    std::fprintf(err, "maildictctl import: --from '%s': expected sqlite:/path or postgresql:<conninfo>\n", uri.c_str());
+    // Not echoed: a mistyped URI may carry a password.
+    std::fprintf(err, "maildictctl import: --from: expected sqlite:/path or postgresql:<conninfo>\n");
     return kImportUsage;
   }
   std::error_code ec;
