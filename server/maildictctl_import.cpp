@@ -103,10 +103,11 @@ the reason or the changed columns (never a password hash), then a summary.
 
 Exit status:
   0    imported (with --dry-run: would import)
-  1    usage error; the source cannot be read or is not a KIND database; the
-       directory cannot be used
+  1    usage error; the source cannot be read or is not a KIND database
   3    --strict and some rows cannot be mapped, or a row in the directory
        conflicts (a constraint refused the write); nothing written
+  4    the directory refused permanently (tables missing or not maildict's,
+       read-only); nothing written
   75   temporary failure (database locked, timeout, server down); nothing
        written, try again
 )");
@@ -250,8 +251,8 @@ int exit_status(ImportStatus s) {
     case ImportStatus::strict_refused:
     case ImportStatus::conflict: return kImportConflict;
     case ImportStatus::temporary: return kImportTempFail;
-    case ImportStatus::source_error:
-    case ImportStatus::target_error: return kImportUsage;
+    case ImportStatus::source_error: return kImportUsage;
+    case ImportStatus::target_error: return kImportDbError;
   }
   return kImportUsage;
 }
@@ -310,8 +311,12 @@ int run_import_command(int argc, char** argv, DirectoryBackend& directory, std::
     directory.prepare_schema();  // an empty directory gets its tables, as when maildictd starts
     session = directory.open_session(SessionRole::write);
   } catch (const std::exception& e) {
-    std::fprintf(err, "maildictctl import: cannot open the directory %s: %s\n", target.c_str(), e.what());
-    return kImportTempFail;
+    // A database that is there but not ours (or newer than us) will not get better by trying
+    // again; everything else (down, locked, refused connection) may.
+    std::string why = e.what();
+    bool permanent = why.find("schema version") != std::string::npos || why.find("not maildict's") != std::string::npos;
+    std::fprintf(err, "maildictctl import: cannot open the directory %s: %s\n", target.c_str(), why.c_str());
+    return permanent ? kImportDbError : kImportTempFail;
   }
 
   ImportReport report = import_directory(args.kind, *src.session, *session, args.options);

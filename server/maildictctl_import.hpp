@@ -9,10 +9,11 @@
 
 namespace maildict::server {
 
-// Exit statuses (also in the help text).
+// Exit statuses (also in the help text), the same numbers as maildictctl's other commands.
 constexpr int kImportOk = 0;
-constexpr int kImportUsage = 1;      // usage error, unreadable or foreign source, unusable directory
+constexpr int kImportUsage = 1;      // usage error, unreadable source or not the named tool's database
 constexpr int kImportConflict = 3;   // --strict with unmappable rows, or a row in the way in the directory
+constexpr int kImportDbError = 4;    // the directory refused permanently (schema missing or not maildict's)
 constexpr int kImportTempFail = 75;  // EX_TEMPFAIL: locked, timed out, server down; nothing written
 
 // The one-line synopsis, for maildictctl's own command list.

@@ -243,3 +243,11 @@ TEST_CASE("maildictctl import: a control character in a source name cannot forge
   CHECK(has(r.out, "skip      user         x?add       user         forged@example.org  (not a valid address)"));
   CHECK_FALSE(has(r.out, "\nadd       user         forged@example.org"));
 }
+
+TEST_CASE("maildictctl import: a directory that is not maildict's is exit 4, nothing written") {
+  std::string foreign = postfixadmin(false);  // someone else's tables where the directory should be
+  auto r = run({"postfixadmin", "--from", postfixadmin(false)}, "sqlite:" + foreign);
+  CHECK(r.status == 4);
+  CHECK(has(r.err, "not maildict's"));
+  CHECK(scalar(foreign, "SELECT count(*) FROM sqlite_master WHERE name = 'users'") == "0");
+}
