@@ -281,7 +281,7 @@ void print_report(const ImportReport& r, bool verbose, std::FILE* out) {
   }
   bool done = r.status == ImportStatus::ok;
   const char* verb = r.dry_run || !done ? "would be " : "";
-  std::fprintf(out, "%zu %sadded, %zu %supdated, %zu unchanged, %zu ignored as redundant, %zu skipped%s\n",
+  std::fprintf(out, "%zu %sadded, %zu %supdated, %zu unchanged, %zu ignored, %zu skipped%s\n",
                r.count(ImportAction::add), verb, r.count(ImportAction::update), verb, r.count(ImportAction::unchanged),
                r.count(ImportAction::ignore), r.count(ImportAction::skip),
                r.dry_run && done ? " (dry run)" : done ? "" : " (nothing written)");

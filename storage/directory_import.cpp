@@ -176,7 +176,7 @@ struct Source {
   std::vector<SrcUser> users;
   std::vector<SrcAlias> aliases;
   std::vector<SrcSender> senders;
-  std::set<std::string> ignored_domains;  // PostfixAdmin's 'ALL'
+  std::map<std::string, std::string> ignored_domains;  // name -> why (PostfixAdmin's 'ALL')
   std::set<std::string> special_destinations;  // mailcow's null@localhost and friends
 };
 
@@ -252,7 +252,7 @@ void read_postfixadmin_like(SourceReader& r, Source& src, bool alias_domains) {
 
 void read_postfixadmin(SourceReader& r, Source& src) {
   read_postfixadmin_like(r, src, true);
-  src.ignored_domains.insert("all");  // the pseudo-domain PostfixAdmin's superadmins belong to
+  src.ignored_domains["all"] = "PostfixAdmin's pseudo-domain of its superadmins";
 }
 
 void read_vimbadmin(SourceReader& r, Source& src) { read_postfixadmin_like(r, src, false); }
@@ -421,7 +421,10 @@ class Importer {
   void plan_domains(Source& src) {
     for (auto& d : src.domains) {
       std::string name = lower(trim(d.name));
-      if (src.ignored_domains.count(name)) continue;
+      if (src.ignored_domains.count(name)) {
+        item("domain", name, ImportAction::ignore, "not a mail domain (" + src.ignored_domains.at(name) + ")");
+        continue;
+      }
       if (!valid_domain(name)) {
         item("domain", d.name, ImportAction::skip, "not a valid domain name");
         continue;

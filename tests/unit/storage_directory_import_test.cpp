@@ -269,6 +269,7 @@ TEST_CASE("import postfixadmin: rows") {
   CHECK(has_item(r, "alias", "broken@example.org -> nobody-at-all", ImportAction::skip, "destination"));
   CHECK(has_item(r, "alias", "loop@example.org", ImportAction::skip, "itself"));
   CHECK(r.count("alias", ImportAction::ignore) == 4);  // the self-aliases
+  CHECK(has_item(r, "domain", "all", ImportAction::ignore, "superadmins"));
   CHECK(has_item(r, "alias", "alice@example.org", ImportAction::ignore, "redundant"));
   CHECK(has_item(r, "alias-domain", "example.com -> example.org", ImportAction::add));
   CHECK(has_item(r, "alias", "@example.net -> alice@example.org", ImportAction::add, "catch-all"));
