@@ -85,6 +85,8 @@ exist, updates only the columns it owns (domain active/alias_for; user
 password, quota and active; alias active) when they differ. Running the same
 import twice changes nothing the second time. Everything is one transaction:
 on any error nothing is written. The running daemon sees the result at once.
+An empty directory first gets its tables, as when maildictd starts (also for
+a dry run: that writes no rows).
 
 Options:
   --from URI   the source database (required)
