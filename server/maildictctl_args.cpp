@@ -321,6 +321,8 @@ SYNOPSIS
     maildictctl [-c FILE] sender remove LOGIN [ADDRESS...]
     maildictctl [-c FILE] sender list [LOGIN]
     maildictctl [-c FILE] lookup KEY... [--show-secrets]
+    maildictctl [-c FILE] import KIND --from URI [--dry-run] [--strict] [--verbose]
+                          (see maildictctl import --help)
 
 DESCRIPTION
     maildictctl changes the directory that maildictd serves to Dovecot and OpenSMTPD. It finds
@@ -404,6 +406,12 @@ SENDER RIGHTS
     sender remove LOGIN [ADDRESS...]
                                     Remove those rights, or without addresses all of them.
     sender list [LOGIN]             The extra rights.
+
+IMPORT
+    import KIND --from URI  Copy another admin tool's domains, users, aliases and sender
+                            rights into the directory, in one transaction; idempotent, with
+                            a dry run. KIND: postfixadmin, vimbadmin, mailcow, mailinabox,
+                            modoboa. `maildictctl import --help` tells what each reads.
 
 LOOKUP
     lookup KEY...           Ask the running maildictd, through its socket, exactly what Dovecot

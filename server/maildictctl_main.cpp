@@ -16,6 +16,7 @@
 #include "conf/config.hpp"
 #include "server/dict_client.hpp"
 #include "server/maildictctl_args.hpp"
+#include "server/maildictctl_import.hpp"
 #include "storage/directory_admin.hpp"
 #include "storage/login_name.hpp"
 #include "storage/password_scheme.hpp"
@@ -535,8 +536,63 @@ int run(const Command& c) {
 
 }  // namespace
 
+// `maildictctl [-c FILE] import ...`: the importer parses its own arguments
+// (server/maildictctl_import.cpp); -c/--config is taken out here, anywhere on the line.
+int import_command(const std::vector<std::string>& args) {
+  std::string config_path = ctl::kDefaultConfig;
+  std::vector<std::string> rest;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if ((args[i] == "-c" || args[i] == "--config") && i + 1 < args.size()) {
+      config_path = args[++i];
+    } else if (args[i].starts_with("--config=")) {
+      config_path = args[i].substr(9);
+    } else {
+      rest.push_back(args[i]);
+    }
+  }
+  std::vector<char*> argv;
+  for (auto& a : rest) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const int argc = static_cast<int>(rest.size());
+  for (const auto& a : rest)
+    if (a == "--help" || a == "-h") return server::run_import_command(argc, argv.data(), "sqlite:/nonexistent");
+  conf::Config config;
+  try {
+    config = conf::load_config(config_path);
+  } catch (const std::exception& e) {
+    error(e.what());
+    return ctl::exit_config;
+  }
+  if (config.queries.existing) {
+    error("this configuration serves an existing schema (smtpd_table_config / dovecot_sql_config): "
+          "import writes maildict's own tables only");
+    return ctl::exit_usage;
+  }
+  storage::BackendOptions options = conf::backend_options(config);
+  options.replica.clear();
+  options.application_name = "maildictctl";
+  options.statement_timeout = std::chrono::minutes(10);  // one transaction for the whole import
+  std::unique_ptr<storage::DirectoryBackend> backend;
+  try {
+    backend = storage::open_backend(options);
+  } catch (const std::exception& e) {
+    error(e.what());
+    return ctl::exit_config;
+  }
+  return server::run_import_command(argc, argv.data(), *backend);
+}
+
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "-c" || args[i] == "--config") {
+      ++i;
+      continue;
+    }
+    if (args[i].starts_with("-")) continue;
+    if (args[i] == "import") return import_command(args);
+    break;
+  }
   auto parsed = ctl::parse_args(args);
   if (!parsed.command) {
     error(parsed.error);

@@ -20,6 +20,9 @@ constexpr auto kListenPoll = std::chrono::milliseconds(100);
 constexpr auto kListenPing = std::chrono::seconds(1);
 constexpr auto kBackoffFirst = std::chrono::milliseconds(100);
 constexpr auto kBackoffMax = std::chrono::seconds(2);
+// How long a lookup connection that fell back to the primary serves before the pool tries the
+// replica again.
+constexpr auto kReplicaRetry = std::chrono::milliseconds(10000);
 
 // Version 1: the default schema of DESIGN.md §3 (same columns as SQLite; `id` columns keep
 // insertion order where SQLite uses its rowid), plus the change notification.
@@ -122,8 +125,10 @@ PostgresBackend::~PostgresBackend() {
   if (listener_.joinable()) listener_.join();
 }
 
-std::unique_ptr<SqlSession> PostgresBackend::session_to(const std::string& conninfo, SessionRole role) const {
+std::unique_ptr<SqlSession> PostgresBackend::session_to(const std::string& conninfo, SessionRole role,
+                                                       std::chrono::milliseconds retire_after) const {
   PostgresSessionOptions o;
+  o.retire_after = retire_after;
   o.conninfo = conninfo;
   o.application_name = options_.application_name;
   o.statement_timeout = options_.statement_timeout;
@@ -138,7 +143,9 @@ std::unique_ptr<SqlSession> PostgresBackend::open_session(SessionRole role) {
       // The primary answers the same questions; a replica outage must not stop lookups.
     }
   }
-  return session_to(options_.conninfo, role);
+  // Lookups that fell back to the primary go back to the replica when it is reachable again.
+  const bool fallback = role == SessionRole::read && !options_.replica_conninfo.empty();
+  return session_to(options_.conninfo, role, fallback ? kReplicaRetry : std::chrono::milliseconds(0));
 }
 
 std::unique_ptr<DirectoryConnection> PostgresBackend::connect() {

@@ -53,7 +53,8 @@ class PostgresBackend final : public DirectoryBackend {
 
  private:
   void listen_loop();
-  std::unique_ptr<SqlSession> session_to(const std::string& conninfo, SessionRole role) const;
+  std::unique_ptr<SqlSession> session_to(const std::string& conninfo, SessionRole role,
+                                         std::chrono::milliseconds retire_after = std::chrono::milliseconds(0)) const;
 
   PostgresOptions options_;
   UserDefaults defaults_;

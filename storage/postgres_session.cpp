@@ -116,6 +116,7 @@ class PostgresSession final : public SqlSession {
       throw std::runtime_error("postgresql: " + first_line(e.what()));
     }
     healthy_ = true;
+    if (options_.retire_after.count() > 0) retire_at_ = Clock::now() + options_.retire_after;
   }
 
   ~PostgresSession() override {
@@ -233,7 +234,7 @@ class PostgresSession final : public SqlSession {
     tx_.reset();
   }
 
-  bool healthy() const override { return healthy_; }
+  bool healthy() const override { return healthy_ && (retire_at_ == Clock::time_point{} || Clock::now() < retire_at_); }
 
  private:
   bool usable(SqlError& err) {
@@ -295,6 +296,7 @@ class PostgresSession final : public SqlSession {
   std::unique_ptr<pqxx::transaction_base> tx_;
   std::unordered_map<std::string, std::string, TextHash, std::equal_to<>> names_;
   Deadline deadline_ = Deadline::max();
+  Clock::time_point retire_at_{};
   bool healthy_ = false;
 };
 

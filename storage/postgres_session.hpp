@@ -14,6 +14,10 @@ struct PostgresSessionOptions {
   std::string conninfo;                       // libpq key=value string or postgresql:// URI
   std::string application_name = "maildictd";  // shown in pg_stat_activity
   std::chrono::milliseconds statement_timeout{2000};  // server-side bound on every statement
+  // 0: for good. Otherwise the session reports itself unhealthy this long after connecting, so
+  // the pool opens a new one (a lookup connection that fell back to the primary goes back to
+  // the replica once that is reachable again).
+  std::chrono::milliseconds retire_after{0};
 };
 
 // Connects at once. Throws std::runtime_error (message free of passwords) when it cannot.

@@ -200,3 +200,32 @@ TEST_CASE("existing-schema files: clear errors with file and line") {
                            << "\n" << slurp(three.conf).substr(slurp(three.conf).find('\n') + 1);
   CHECK_THROWS_WITH_AS(conf::load_config(conf_path), doctest::Contains("name different databases"), conf::ConfigError);
 }
+
+TEST_CASE("sql_<question>: the operator's statement replaces one of maildict's, the rest stay") {
+  std::string db = storage::testing::demo_copy();
+  {
+    RawDb raw(db);
+    REQUIRE(raw.exec("CREATE TABLE legacy_pw (lp TEXT, dom TEXT, pw TEXT);"
+                     "INSERT INTO legacy_pw VALUES ('john', 'example.org', '{PLAIN}from-legacy')") == SQLITE_OK);
+  }
+  std::string conf_path = storage::testing::fresh_path("override") + ".conf";
+  std::ofstream(conf_path) << "database = sqlite:" << db << "\n"
+                           << "sql_passdb = SELECT pw FROM legacy_pw WHERE lp = $1 AND dom = $2\n";
+  Served s(conf_path);
+  CHECK(s.ask("shared/passdb/john@example.org").text ==
+        "{\"password\":\"{PLAIN}from-legacy\",\"user\":\"john@example.org\"}");
+  CHECK(s.ask("shared/passdb/jane@example.org").kind == Kind::not_found);  // not in legacy_pw
+  CHECK(s.ask("shared/userdb/jane@example.org").kind == Kind::found);      // userdb is maildict's own
+  CHECK(s.ask("shared/smtpd/alias/sales@example.org").text == "john_example.org");
+
+  CHECK_THROWS_WITH_AS(conf::parse_config("sql_bogus = SELECT 1\n", "t.conf"),
+                       doctest::Contains("unknown setting 'sql_bogus'"), conf::ConfigError);
+  // A statement that does not fit the schema is refused when the pool connects: every lookup
+  // fails temporarily with the reason, none is "not found".
+  std::string bad_conf = storage::testing::fresh_path("override-bad") + ".conf";
+  std::ofstream(bad_conf) << "database = sqlite:" << db << "\nsql_passdb = SELECT pw FROM no_such_table\n";
+  Served bad(bad_conf);
+  auto a = bad.ask("shared/passdb/john@example.org");
+  CHECK(a.kind == Kind::failed);
+  CHECK(a.text.find("no_such_table") != std::string::npos);
+}
