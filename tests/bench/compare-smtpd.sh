@@ -27,34 +27,17 @@ CONNECTIONS=${CONNECTIONS:-1}
 ROUNDS=${ROUNDS:-3}
 BUILD=$(cd "$BUILD" && pwd)
 BENCH=${BENCH:-$BUILD/maildict-bench}
-
-die() { echo "compare-smtpd.sh: $*" >&2; exit 1; }
-note() { echo "compare-smtpd.sh: $*" >&2; }
+PROG=compare-smtpd.sh
+. "$(dirname "$0")/common.sh"
 
 for p in "$BENCH" "$BUILD/maildictd" "$BUILD/maildict-admin" "$BUILD/table-maildict"; do
   [ -x "$p" ] || die "$p not found (cmake --build $BUILD --target maildictd maildict-admin table-maildict maildict-bench)"
 done
-for tool in sqlite3 socat; do
-  command -v "$tool" >/dev/null || die "$tool is not installed"
-done
+need_tools sqlite3 socat
 
-# Short path: UNIX socket paths are limited to 108 bytes.
-T=$(mktemp -d /tmp/mdsmtpd.XXXXXX)
+# maildict-bench stops the table programs it spawned; the EXIT trap stops maildictd.
+bench_tmpdir mdsmtpd
 MAILDICT_PID=
-
-cleanup() {
-  status=$?
-  trap - EXIT INT TERM
-  # Only the daemon started here, by its pid; maildict-bench stops the table programs it spawned.
-  if [ -n "$MAILDICT_PID" ]; then
-    kill "$MAILDICT_PID" 2>/dev/null || true
-    wait "$MAILDICT_PID" 2>/dev/null || true
-  fi
-  if [ "${KEEP:-0}" = 1 ]; then note "kept $T"; else rm -rf "$T"; fi
-  exit $status
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # ---- table-sqlite ---------------------------------------------------------------------------
 TABLE_SQLITE=${TABLE_SQLITE:-/usr/libexec/opensmtpd/table-sqlite}
@@ -73,37 +56,13 @@ else
   SQLITE_VERSION=$(dpkg-query -W -f '${Status} ${Version}' opensmtpd-extras 2>/dev/null | sed -n 's/^install ok installed //p' || true)
 fi
 
-# wait_socket PATH PID: until PATH accepts connections; fails when PID exits or after 10 s.
-wait_socket() {
-  i=0
-  while [ $i -lt 100 ] && kill -0 "$2" 2>/dev/null; do
-    if [ -S "$1" ] && socat -u /dev/null "UNIX-CONNECT:$1" 2>/dev/null; then return 0; fi
-    sleep 0.1
-    i=$((i + 1))
-  done
-  return 1
-}
-
 # ---- 1. the directory and maildictd ------------------------------------------------------------
 note "creating the maildict directory with $USERS users"
 "$BUILD/maildict-admin" demo "$T/maildict.db" --bulk "$USERS" >/dev/null
 # Numeric ids: table-sqlite reads uid/gid as integers, and a 'vmail' account need not exist here.
-cat > "$T/maildict.conf" <<CONF
-socket = $T/maildict.sock
-socket_mode = 0666
-socket_group =
-database = sqlite:$T/maildict.db
-log_level = warn
-default_uid = 5000
-default_gid = 5000
-default_home = /var/vmail/%d/%n
-default_mail = maildir:~/Maildir
-${MAILDICT_CONF_EXTRA:-}
-CONF
-"$BUILD/maildictd" -c "$T/maildict.conf" 2> "$T/maildictd.log" &
-MAILDICT_PID=$!
-wait_socket "$T/maildict.sock" "$MAILDICT_PID" ||
-  { tail -n 20 "$T/maildictd.log" >&2; die "maildictd did not open $T/maildict.sock"; }
+maildict_conf "$T/maildict.conf" "$T/maildict.sock" "sqlite:$T/maildict.db" 5000 5000
+start_maildictd "$T/maildict.conf" "$T/maildictd.log" "$T/maildict.sock"
+MAILDICT_PID=$STARTED_PID
 
 # ---- 2. table-sqlite on the same file, with queries that give maildict's answers -------------
 # One line per query (table-sqlite cannot continue a line). ?1 everywhere: table-sqlite binds the
@@ -160,16 +119,12 @@ for svc in $SERVICES; do
 done
 
 # ---- 4. the runs ----------------------------------------------------------------------------------
-# field NAME LINE: the value of NAME=... in a maildict-bench result line
-field() { printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s|^$1=||p"; }
-HZ=$(getconf CLK_TCK)
 # "steal total" jiffies of all CPUs: a VM whose host is busy loses time to steal, which shows up
 # in every number here; each run's share of stolen time is printed with its result line.
 cpu_stat() { awk '/^cpu / { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat; }
 steal_pct() { # BEFORE AFTER, each "steal total"
   printf '%s %s\n' "$1" "$2" | awk '{ d = $4 - $2; if (d > 0) printf "%.0f", 100 * ($3 - $1) / d; else print 0 }'
 }
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 # run_sqlite SVC / run_maildict SVC: one measured run; prints the result line. The maildict
 # line gets maildictd's CPU appended, spread over warm-up and measured lookups like the rest.
@@ -182,17 +137,16 @@ run_sqlite() {
   echo "$rs steal_pct=$(steal_pct "$st0" "$(cpu_stat)")"
 }
 run_maildict() {
-  before=$(ticks "$MAILDICT_PID")
+  before=$(cpu_ticks "$MAILDICT_PID")
   st0=$(cpu_stat)
   rm_=$(table_run "$BUILD/table-maildict" "$T/maildict.conf" "$1" --service "$1" --duration "$SECS" \
     --warmup "$WARMUP" --connections "$CONNECTIONS" --expect found --label "table-maildict-$1" \
     2>>"$T/bench-errors.log") || true
-  after=$(ticks "$MAILDICT_PID")
+  after=$(cpu_ticks "$MAILDICT_PID")
   st1=$(cpu_stat)
   [ -n "$rm_" ] || rm_="table-maildict-$1 requests=0 lookups/s=0 errors=failed"
   n=$(field requests "$rm_")
-  dcpu=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="${n:-0}" -v s="$SECS" -v w="$WARMUP" \
-    'BEGIN { tot = n * (s + w) / s; if (tot > 0) printf "%.0f", t * 1000 / hz * 10000 / tot; else print "-" }')
+  dcpu=$(cpu_per_10k $((after - before)) "$n")
   echo "$rm_ maildictd_cpu_ms_per_10k=$dcpu steal_pct=$(steal_pct "$st0" "$st1")"
 }
 
@@ -218,7 +172,6 @@ while [ $round -le "$ROUNDS" ]; do
 done
 
 # ---- the tables -----------------------------------------------------------------------------------
-us() { awk -v v="$1" 'BEGIN { if (v == "" || v == "-") print "-"; else if (v < 1000) printf "%d µs", v; else printf "%.1f ms", v / 1000 }'; }
 what() {
   case $1 in
     alias) echo "alias (LOOKUP K_ALIAS user@dom)" ;;

@@ -20,14 +20,11 @@ KEYS=${KEYS:-passdb}
 WARMUP=${WARMUP:-1}
 BUILD=$(cd "$BUILD" && pwd)
 BENCH=${BENCH:-$BUILD/maildict-bench}
-
-die() { echo "compare.sh: $*" >&2; exit 1; }
-note() { echo "compare.sh: $*" >&2; }
+PROG=compare.sh
+. "$(dirname "$0")/common.sh"
 
 [ -x "$BENCH" ] || die "$BENCH not found (cmake --build $BUILD --target maildict-bench)"
-for tool in dovecot sqlite3 socat; do
-  command -v "$tool" >/dev/null || die "$tool is not installed"
-done
+need_tools dovecot sqlite3 socat
 [ "$(id -u)" = 0 ] || die "run as root: Dovecot's dict processes switch to the 'dovecot' user"
 WITH_MAILDICT=1
 if [ ! -x "$BUILD/maildictd" ] || [ ! -x "$BUILD/maildict-admin" ]; then
@@ -35,72 +32,19 @@ if [ ! -x "$BUILD/maildictd" ] || [ ! -x "$BUILD/maildict-admin" ]; then
   note "no maildictd/maildict-admin in $BUILD: measuring Dovecot only"
 fi
 
-# Short path: UNIX socket paths are limited to 108 bytes.
-T=$(mktemp -d /tmp/mdbench.XXXXXX)
+bench_tmpdir mdbench
 chmod 755 "$T"  # the dovecot user must reach its database below
 MAILDICT_PID=
 DOVECOT_PID=
-
-cleanup() {
-  status=$?
-  trap - EXIT INT TERM
-  # Only the processes started here, by their pid.
-  if [ -n "$MAILDICT_PID" ]; then
-    kill "$MAILDICT_PID" 2>/dev/null || true
-    wait "$MAILDICT_PID" 2>/dev/null || true
-  fi
-  if [ -n "$DOVECOT_PID" ]; then
-    kill "$DOVECOT_PID" 2>/dev/null || true
-    wait "$DOVECOT_PID" 2>/dev/null || true
-  fi
-  if [ "${KEEP:-0}" = 1 ]; then note "kept $T"; else rm -rf "$T"; fi
-  exit $status
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# wait_socket PATH PID: until PATH accepts connections; fails when PID exits or after 10 s.
-wait_socket() {
-  i=0
-  while [ $i -lt 100 ] && kill -0 "$2" 2>/dev/null; do
-    if [ -S "$1" ] && socat -u /dev/null "UNIX-CONNECT:$1" 2>/dev/null; then return 0; fi
-    sleep 0.1
-    i=$((i + 1))
-  done
-  return 1
-}
-
-# get SOCKET DICTNAME KEY: the value of one lookup, asked in plain in-order mode (H3 0), so the
-# reply is just O<value>; prints "<N>" or "<F...>" for anything else.
-get() {
-  reply=$(printf 'H3\t0\t0\t\t%s\nL%s\t\n' "$2" "$3" | socat -t2 - "UNIX-CONNECT:$1" | head -n 1)
-  case $reply in
-    O*) printf '%s\n' "${reply#O}" ;;
-    *) printf '<%s>\n' "$reply" ;;
-  esac
-}
 
 # ---- 1. maildict: the bulk directory and the daemon ---------------------------------------
 SAMPLE_USER=user1@bulk.example
 if [ $WITH_MAILDICT = 1 ]; then
   note "creating the maildict directory with $USERS users"
   "$BUILD/maildict-admin" demo "$T/maildict.db" --bulk "$USERS" >/dev/null
-  cat > "$T/maildict.conf" <<CONF
-socket = $T/maildict.sock
-socket_mode = 0666
-socket_group =
-database = sqlite:$T/maildict.db
-log_level = warn
-default_uid = vmail
-default_gid = vmail
-default_home = /var/vmail/%d/%n
-default_mail = maildir:~/Maildir
-${MAILDICT_CONF_EXTRA:-}
-CONF
-  "$BUILD/maildictd" -c "$T/maildict.conf" 2> "$T/maildictd.log" &
-  MAILDICT_PID=$!
-  wait_socket "$T/maildict.sock" "$MAILDICT_PID" ||
-    { tail -n 20 "$T/maildictd.log" >&2; die "maildictd did not open $T/maildict.sock"; }
+  maildict_conf "$T/maildict.conf" "$T/maildict.sock" "sqlite:$T/maildict.db" vmail vmail
+  start_maildictd "$T/maildict.conf" "$T/maildictd.log" "$T/maildict.sock"
+  MAILDICT_PID=$STARTED_PID
   # Dovecot's table gets exactly maildict's reply values, user1's turned into a template.
   PASSDB_TPL=$(get "$T/maildict.sock" maildict "shared/passdb/$SAMPLE_USER")
   USERDB_TPL=$(get "$T/maildict.sock" maildict "shared/userdb/$SAMPLE_USER")
@@ -177,6 +121,7 @@ chown dovecot "$D" "$D/users.db"
 # In the foreground of a background job, so that $! is exactly the master to stop.
 dovecot -F -c "$D/dovecot.conf" 2> "$D/log/master.err" &
 DOVECOT_PID=$!
+on_exit_stop "$DOVECOT_PID"
 wait_socket "$D/run/dict" "$DOVECOT_PID" ||
   { tail -n 20 "$D/log/master.err" "$D/log/dovecot.log" >&2 2>/dev/null; die "Dovecot did not open $D/run/dict"; }
 
@@ -199,21 +144,8 @@ SCENARIOS='1x1|1 conn × 1 in flight|--connections 1 --depth 1
 32x4|32 conns × 4 in flight|--connections 32 --depth 4
 cpl8|connect per lookup, 8 concurrent|--mode connect-per-lookup --connections 8'
 
-# field NAME LINE: the value of NAME=... in a maildict-bench result line
-field() { printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s|^$1=||p"; }
-
-# Server CPU (user+system clock ticks) of a process and its children, with the children it
-# already reaped: Dovecot's work happens in its dict processes, maildictd's in its threads.
-cpu_ticks() {
-  pids="$1 $(ps -o pid= --ppid "$1" 2>/dev/null | tr '\n' ' ')"
-  total=0
-  for p in $pids; do
-    t=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null) || t=0
-    total=$((total + ${t:-0}))
-  done
-  echo $total
-}
-HZ=$(getconf CLK_TCK)
+# Server CPU (cpu_ticks): Dovecot's work happens in its dict processes, maildictd's in its
+# threads.
 
 # run LABEL SOCKET DICT PID OPTIONS... -> result line with server_cpu_ms_per_10k appended
 run() {
@@ -226,8 +158,7 @@ run() {
   [ -n "$line" ] || line="$label requests=0 lookups/s=0 errors=failed"
   n=$(field requests "$line")
   # The server's CPU also covers the warm-up, so it is spread over warm-up and measured lookups.
-  cpu=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="${n:-0}" -v s="$SECS" -v w="$WARMUP" \
-    'BEGIN { tot = n * (s + w) / s; if (tot > 0) printf "%.0f", t * 1000 / hz * 10000 / tot; else print "-" }')
+  cpu=$(cpu_per_10k $((after - before)) "$n")
   echo "$line server_cpu_ms_per_10k=$cpu"
 }
 
@@ -252,8 +183,6 @@ printf '%s\n' "$SCENARIOS" | while IFS='|' read -r tag name opts; do
 done
 
 # ---- the table -------------------------------------------------------------------------------
-# us TEXT: microseconds as "850 µs" or "2.4 ms"
-us() { awk -v v="$1" 'BEGIN { if (v == "" || v == "-") print "-"; else if (v < 1000) printf "%d µs", v; else printf "%.1f ms", v / 1000 }'; }
 echo
 echo "| scenario | Dovecot dict lookups/s | maildict lookups/s | ratio | Dovecot p99 | maildict p99 |"
 echo "|---|---:|---:|---:|---:|---:|"

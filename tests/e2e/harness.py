@@ -11,6 +11,13 @@ What is here:
   * start_maildictd()        maildictd in the foreground on a socket in the temp dir; stop()
                              sends SIGTERM, requires exit code 0 and checks that the (debug-level)
                              log holds no demo password and no hash fragment
+  * start_postgres()         a private PostgreSQL 15 cluster (initdb + postmaster as the
+                             postgres account, UNIX socket only) with psql(), stop(mode),
+                             start(), restart(mode), make_replica() (pg_basebackup -R)
+  * make_demo_database()     the demo directory in the backend under test: MAILDICT_TEST_BACKEND
+                             = sqlite (default) or postgresql; start_maildictd() uses it, so the
+                             backend-neutral suites run unchanged on both (CMake registers them
+                             twice); DemoDatabase.run_sql() changes it from another connection
   * start_dovecot()          a private Dovecot 2.3 instance (own base_dir, state_dir, log,
                              instance name; IMAP on a free loopback port when asked) whose
                              passdb/userdb are the shipped packaging/dovecot snippets pointed at
@@ -49,6 +56,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -176,9 +184,13 @@ _live_tempdirs = []
 @atexit.register
 def _cleanup_at_exit():
     for pid, (proc, what) in reversed(list(_live_processes.items())):   # newest first
-        if proc.poll() is None:
+        if proc.poll() is None and not what.startswith("postgres "):
             log("cleanup: stopping %s (pid %d)" % (what, pid))
             kill_and_wait(proc, timeout=10)
+    for pg in list(_live_postgres):       # after their clients; a fast shutdown, not SIGKILL
+        if pg.alive():
+            log("cleanup: stopping PostgreSQL %s (pid %d)" % (pg.name, pg.proc.pid))
+            pg.stop("fast")
     for t in list(_live_tempdirs):
         t.cleanup()
 
@@ -286,6 +298,14 @@ class TempDir:
             _live_tempdirs.remove(self)
         else:
             return   # already done
+        # PostgreSQL clusters living in this directory stop with it (maildictd first: the
+        # tests stop their daemons before they clean up)
+        for pg in list(_live_postgres):
+            if pg.dir.startswith(self.path + os.sep):
+                pg.stop("fast")
+                _live_postgres.remove(pg)
+        for key in [k for k in _demo_by_dir if k == self.path]:
+            del _demo_by_dir[key]
         if os.environ.get("MAILDICT_E2E_KEEP"):
             log("keeping", self.path)
             return
@@ -299,6 +319,8 @@ def require_programs():
     for tool in ("dovecot", "doveadm"):
         if shutil.which(tool) is None:
             missing.append(tool)
+    if BACKEND == "postgresql" and postgres_missing():
+        missing.append(postgres_missing())
     if missing:
         raise SystemExit("e2e: missing programs: %s (MAILDICT_BUILD_DIR=%s)"
                          % (", ".join(missing), BUILD_DIR))
@@ -326,7 +348,8 @@ def maildict_config(tmp, db_path, **overrides):
         "socket_owner": "",
         "socket_group": "root",
         "user": "",
-        "database": "sqlite:" + db_path,
+        # a path is a SQLite file; "sqlite:..." or "postgresql:<conninfo>" is used as it is
+        "database": db_path if re.match(r"(sqlite|postgresql):", db_path) else "sqlite:" + db_path,
         "db_connections": "2",
         "io_threads": "2",
         "request_timeout": "5s",
@@ -354,6 +377,7 @@ class Maildictd:
         self.log_path = os.path.join(tmp, name + ".log")
         self.proc = None
         self.returncode = None
+        self.demo = None      # the DemoDatabase start_maildictd() made for it, if any
         with open(self.conf_path, "w") as f:
             f.write("# written by tests/e2e/harness.py\n")
             for k, v in conf.items():
@@ -446,19 +470,396 @@ class Maildictd:
 
 def start_maildictd(tmp, db_path=None, name="maildictd", **overrides):
     """Writes <tmp>/<name>.conf (see maildict_config) and runs maildictd until its socket accepts.
-    Creates the demo database when db_path is None."""
+    db_path None: the demo directory of tmp in the backend under test (demo_database(), made on
+    first use; MAILDICT_TEST_BACKEND=postgresql starts a PostgreSQL cluster for it). Otherwise
+    a SQLite file or a `database =` value."""
+    demo = None
     if db_path is None:
-        db_path = os.path.join(tmp, "directory.db")
-        if not os.path.exists(db_path):
-            make_demo_db(tmp)
+        demo = demo_database(tmp)
+        db_path = demo.database
     conf = maildict_config(tmp, db_path, **overrides)
-    return Maildictd(tmp, conf, name=name).start()
+    d = Maildictd(tmp, conf, name=name)
+    d.demo = demo
+    return d.start()
 
 
 def check_config(conf_path):
     r = subprocess.run([maildictd_path(), "--check-config", "-c", conf_path],
                        capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     return r.returncode, r.stdout, r.stderr
+
+
+# ---- PostgreSQL -------------------------------------------------------------------------------
+#
+# start_postgres() runs a real PostgreSQL 15 (Debian's postgresql-15 package) in a directory of
+# the test: initdb as the unprivileged `postgres` account the package creates (the server
+# refuses to run as root, and the tests run as root in CI), then the postmaster itself in the
+# foreground as that account (setpriv, which execs without forking: the pid we hold is the
+# postmaster's, and stop() signals exactly that process, as `pg_ctl stop` would). UNIX socket
+# only, in a private socket directory; trust authentication, which is safe on a throwaway
+# cluster whose only socket lives in a directory of the test; fsync and friends off for speed.
+# The cluster gets a role `maildict` (LOGIN) and a database `maildict` owned by it, the way an
+# operator would prepare it for maildictd, which creates its schema itself.
+
+PG_BIN = os.environ.get("MAILDICT_PG_BIN") or "/usr/lib/postgresql/15/bin"
+PG_OS_USER = os.environ.get("MAILDICT_PG_OS_USER") or "postgres"
+PG_SUPERUSER = "postgres"
+PG_DATABASE = "maildict"
+PG_ROLE = "maildict"
+
+# Which directory backend the backend-neutral suites run against (CMake registers them once per
+# backend: e2e_test_x with sqlite, e2e_pg_x with postgresql).
+BACKEND = os.environ.get("MAILDICT_TEST_BACKEND") or "sqlite"
+if BACKEND not in ("sqlite", "postgresql"):
+    raise SystemExit("MAILDICT_TEST_BACKEND must be sqlite or postgresql, not %r" % BACKEND)
+
+# Settings for a disposable test cluster: durability off (fsync, full-page writes, synchronous
+# commit), nothing on TCP, logs to stderr (the test's postgres.log). The rest are defaults.
+PG_SETTINGS = {
+    "listen_addresses": "",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "100",
+    "shared_buffers": "32MB",
+    "logging_collector": "off",
+    "log_line_prefix": "%m [%p] %q%a ",
+    "log_connections": "on",
+    "log_disconnections": "on",
+    "wal_level": "replica",
+    "max_wal_senders": "4",
+    "hot_standby": "on",
+    "hot_standby_feedback": "on",
+}
+
+_live_postgres = []    # every Postgres started here, stopped by TempDir.cleanup / at exit
+
+
+def postgres_missing():
+    """Why start_postgres() cannot run here (a string naming what is missing), or None."""
+    for prog in ("initdb", "postgres", "psql", "pg_basebackup"):
+        if not os.access(os.path.join(PG_BIN, prog), os.X_OK):
+            return ("%s/%s is missing: install Debian's postgresql package "
+                    "(packaging/install-deps.sh test)" % (PG_BIN, prog))
+    try:
+        pwd.getpwnam(PG_OS_USER)
+    except KeyError:
+        return "the %s account is missing (created by the postgresql-common package)" % PG_OS_USER
+    if os.geteuid() != 0:
+        return "the tests start PostgreSQL as %s, which needs root" % PG_OS_USER
+    if shutil.which("setpriv") is None:
+        return "setpriv (util-linux) is missing"
+    return None
+
+
+def _as_pg_user(argv):
+    return ["setpriv", "--reuid", PG_OS_USER, "--regid", PG_OS_USER, "--init-groups", "--"] + argv
+
+
+class PsqlError(AssertionError):
+    pass
+
+
+class Postgres:
+    """One PostgreSQL cluster in <tmp>/<name>: data/, sock/ (its UNIX socket), postgres.log."""
+
+    def __init__(self, tmp, name="pg"):
+        self.name = name
+        self.dir = os.path.join(tmp, name)
+        self.data = os.path.join(self.dir, "data")
+        self.sock_dir = os.path.join(self.dir, "sock")
+        self.log_path = os.path.join(self.dir, "postgres.log")
+        self.proc = None
+        pw = pwd.getpwnam(PG_OS_USER)
+        for d in (self.dir, self.sock_dir):
+            os.makedirs(d)
+            os.chown(d, pw.pw_uid, pw.pw_gid)
+            os.chmod(d, 0o755)
+        _live_postgres.append(self)
+
+    # ---- connection strings ----
+
+    def conninfo(self, user=PG_ROLE, dbname=PG_DATABASE):
+        """A libpq conninfo for the UNIX socket (no password: trust authentication)."""
+        return "host=%s dbname=%s user=%s" % (self.sock_dir, dbname, user)
+
+    @property
+    def database(self):
+        """maildictd's `database =` value for this cluster."""
+        return "postgresql:" + self.conninfo()
+
+    # ---- life cycle ----
+
+    def _run_as_pg(self, argv, what):
+        r = subprocess.run(_as_pg_user(argv), capture_output=True, text=True, cwd=self.dir,
+                           timeout=COMMAND_TIMEOUT)
+        if r.returncode != 0:
+            raise AssertionError("%s failed (%d): %s%s" % (what, r.returncode, r.stdout, r.stderr))
+        return r
+
+    def initdb(self):
+        self._run_as_pg([os.path.join(PG_BIN, "initdb"), "-D", self.data, "-U", PG_SUPERUSER,
+                         "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"],
+                        "initdb")
+        self._write_hba()
+
+    def _write_hba(self):
+        with open(os.path.join(self.data, "pg_hba.conf"), "w") as f:
+            f.write("# written by tests/e2e/harness.py: the socket directory is private\n"
+                    "local all all trust\n"
+                    "local replication all trust\n")
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self):
+        """Starts the postmaster and waits until it accepts connections (a replica: until it
+        accepts read-only connections)."""
+        assert not self.alive(), "PostgreSQL %s already running" % self.name
+        argv = [os.path.join(PG_BIN, "postgres"), "-D", self.data]
+        settings = dict(PG_SETTINGS, unix_socket_directories=self.sock_dir)
+        for k, v in settings.items():
+            argv += ["-c", "%s=%s" % (k, v)]
+        logf = open(self.log_path, "ab")
+        try:
+            # no parent-death signal: setpriv's change of uid would clear it anyway; the atexit
+            # handler and TempDir.cleanup stop the postmaster instead
+            self.proc = subprocess.Popen(_as_pg_user(argv), stdin=subprocess.DEVNULL,
+                                         stdout=logf, stderr=logf, cwd=self.dir)
+        finally:
+            logf.close()
+        _live_processes[self.proc.pid] = (self.proc, "postgres %s" % self.name)
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError("PostgreSQL %s exited with %s during startup; log:\n%s"
+                                     % (self.name, self.proc.returncode, tail(self.log_path)))
+            r = subprocess.run(self._psql_argv(PG_SUPERUSER, "postgres") + ["-c", "SELECT 1"],
+                               capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+            return r.returncode == 0
+
+        try:
+            wait_until(ready, STARTUP_TIMEOUT, "PostgreSQL %s on %s" % (self.name, self.sock_dir),
+                       interval=0.1)
+        except BaseException:
+            self.stop("immediate")
+            raise
+        log("PostgreSQL %s pid %d serving %s" % (self.name, self.proc.pid, self.sock_dir))
+        return self
+
+    # pg_ctl's shutdown modes are signals to the postmaster
+    _STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
+
+    def stop(self, mode="fast"):
+        """Stops the postmaster this object started (by pid) and waits for it to exit:
+        `fast` disconnects every client and shuts down cleanly, `immediate` kills the server
+        processes at once (crash recovery on the next start)."""
+        if self.proc is None:
+            return None
+        rc = kill_and_wait(self.proc, self._STOP_SIGNALS[mode])
+        log("PostgreSQL %s pid %d stopped (%s), exit %s" % (self.name, self.proc.pid, mode, rc))
+        self.proc = None
+        return rc
+
+    def restart(self, mode="fast"):
+        self.stop(mode)
+        return self.start()
+
+    # ---- SQL ----
+
+    def _psql_argv(self, user, dbname):
+        return [os.path.join(PG_BIN, "psql"), "-X", "-q", "-A", "-t", "-F", "\x1f",
+                "-v", "ON_ERROR_STOP=1", "-d", self.conninfo(user=user, dbname=dbname)]
+
+    def psql(self, sql, user=PG_SUPERUSER, dbname=PG_DATABASE, params=None, timeout=COMMAND_TIMEOUT):
+        """Runs SQL (one or more statements) with psql; returns the result rows as lists of
+        strings (NULL is ''). `params` {name: value} become psql variables, to be written
+        :'name' in the SQL (psql quotes them as literals: no SQL is built from values here)."""
+        argv = self._psql_argv(user, dbname)
+        for k, v in (params or {}).items():
+            argv += ["-v", "%s=%s" % (k, v)]
+        # SQL on stdin, not -c: psql interpolates variables only in script input
+        r = subprocess.run(argv + ["-f", "-"], input=sql, capture_output=True, text=True,
+                           timeout=timeout)
+        if r.returncode != 0:
+            raise PsqlError("psql on %s failed (%d): %s\nSQL: %s"
+                            % (self.name, r.returncode, r.stderr.strip(), sql))
+        return [line.split("\x1f") for line in r.stdout.splitlines() if line != ""]
+
+    def scalar(self, sql, **kw):
+        rows = self.psql(sql, **kw)
+        assert len(rows) == 1 and len(rows[0]) == 1, "expected one value from %r, got %r" % (sql, rows)
+        return rows[0][0]
+
+    def create_maildict_database(self):
+        """The role and database maildictd is configured with; it creates the schema itself."""
+        self.psql("CREATE ROLE %s LOGIN" % PG_ROLE, dbname="postgres")
+        self.psql("CREATE DATABASE %s OWNER %s" % (PG_DATABASE, PG_ROLE), dbname="postgres")
+
+    def connections(self, application_name):
+        """How many server processes serve a client with this application_name right now."""
+        return int(self.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = :'app'",
+                               params={"app": application_name}))
+
+    def session(self, user=PG_SUPERUSER, dbname=PG_DATABASE):
+        """A persistent psql session (PsqlSession) for many quick queries."""
+        return PsqlSession(self, user, dbname)
+
+    # ---- replication ----
+
+    def make_replica(self, tmp, name="pg-replica"):
+        """A streaming replica of this (running) cluster: pg_basebackup -R into a new
+        directory with its own socket; returns the Postgres object, not started."""
+        rep = Postgres(tmp, name)
+        self._run_as_pg([os.path.join(PG_BIN, "pg_basebackup"), "-D", rep.data,
+                         "-d", self.conninfo(user=PG_SUPERUSER, dbname="postgres"),
+                         "-R", "-X", "stream", "-c", "fast", "--no-sync"], "pg_basebackup")
+        rep._write_hba()
+        return rep
+
+    def replay_caught_up(self, primary):
+        """True when this replica has replayed everything the primary has written so far."""
+        # A synchronously committed transaction with an xid puts a commit record at the end of
+        # the WAL and flushes it: the flush position is then a record's end, which the standby
+        # reaches by replay. (The insert position may lie past the next page header, which no
+        # replay reaches until something else is written.)
+        lsn = primary.psql("SET synchronous_commit = on; SELECT txid_current(); "
+                           "SELECT pg_current_wal_flush_lsn()")[-1][0]
+        return self.scalar("SELECT pg_last_wal_replay_lsn() >= :'lsn'::pg_lsn",
+                           params={"lsn": lsn}) == "t"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+class PsqlSession:
+    """psql as a coprocess: query() sends one statement and reads its rows up to a marker. For
+    sampling pg_stat_activity many times a second without starting a process per sample."""
+
+    _END = "__maildict_e2e_end__"
+
+    def __init__(self, pg, user, dbname):
+        self.proc = spawn(pg._psql_argv(user, dbname), "psql session", stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+
+    def query(self, sql):
+        self.proc.stdin.write(sql.rstrip().rstrip(";") + ";\n\\echo " + self._END + "\n")
+        self.proc.stdin.flush()
+        rows = []
+        while True:
+            line = self.proc.stdout.readline()
+            if line == "":
+                raise PsqlError("psql session ended: %r" % rows)
+            line = line.rstrip("\n")
+            if line == self._END:
+                return rows
+            if line.startswith(("ERROR:", "FATAL:", "psql:")):
+                raise PsqlError(line)
+            if line:
+                rows.append(line.split("\x1f"))
+
+    def close(self):
+        if self.proc is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            kill_and_wait(self.proc, timeout=10)
+            self.proc = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def start_postgres(tmp, name="pg", maildict_db=True):
+    """A fresh PostgreSQL 15 cluster in <tmp>/<name>, running; with maildict_db the role and
+    database `maildict` exist (empty: maildictd or `maildict-admin demo` fills it)."""
+    missing = postgres_missing()
+    if missing:
+        raise AssertionError("cannot start PostgreSQL: " + missing)
+    pg = Postgres(tmp, name)
+    pg.initdb()
+    pg.start()
+    if maildict_db:
+        pg.create_maildict_database()
+    return pg
+
+
+# ---- the demo directory in the backend under test ---------------------------------------------
+
+class DemoDatabase:
+    """The demo directory in one backend: `database` is maildictd's `database =` value.
+    run_sql() changes it from another connection, as an operator's tool would."""
+
+    def __init__(self, backend, database, sqlite_path=None, postgres=None):
+        self.backend = backend
+        self.database = database
+        self.sqlite_path = sqlite_path
+        self.postgres = postgres
+
+    def run_sql(self, sql, **params):
+        """One statement with named parameters written :name (sqlite3's style; turned into
+        psql's quoted variables :'name' for PostgreSQL). Committed when it returns. Returns the
+        result rows (PostgreSQL: as strings)."""
+        if self.backend == "sqlite":
+            import sqlite3
+            with sqlite3.connect(self.sqlite_path, timeout=30) as c:   # commits on success
+                rows = c.execute(sql, params).fetchall()
+            c.close()
+            return rows
+        pg_sql = re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", r":'\1'", sql)
+        return self.postgres.psql(pg_sql, user=PG_ROLE, params=params)
+
+    def set_password(self, login, stored):
+        """users.password of an existing login (local@domain); asserts one row changed."""
+        local, _, domain = login.rpartition("@")
+        self.run_sql("UPDATE users SET password = :pw WHERE local_part = :lp AND domain = :dom",
+                     pw=stored, lp=local, dom=domain)
+        rows = self.run_sql("SELECT password FROM users WHERE local_part = :lp AND domain = :dom",
+                            lp=local, dom=domain)
+        assert len(rows) == 1 and rows[0][0] == stored, "the UPDATE of %s did not stick: %r" \
+            % (login, [r[0][:12] + "..." for r in rows])
+
+
+_demo_by_dir = {}
+
+
+def make_demo_database(tmp, bulk=None, backend=None):
+    """`maildict-admin demo` into the backend under test (MAILDICT_TEST_BACKEND): a SQLite file
+    <tmp>/directory.db, or a PostgreSQL cluster started in <tmp>/pg (stopped with the TempDir).
+    -> DemoDatabase"""
+    backend = backend or BACKEND
+    if backend == "sqlite":
+        path = make_demo_db(tmp, bulk=bulk)
+        return DemoDatabase("sqlite", "sqlite:" + path, sqlite_path=path)
+    pg = start_postgres(tmp)
+    argv = [admin_path(), "demo", pg.database]
+    if bulk:
+        argv += ["--bulk", str(bulk)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+    if r.returncode != 0:
+        raise AssertionError("%s failed (%d): %s%s" % (" ".join(argv), r.returncode, r.stdout,
+                                                       r.stderr))
+    return DemoDatabase("postgresql", pg.database, postgres=pg)
+
+
+def demo_database(tmp):
+    """The demo directory of this temp dir in the backend under test, made on first use."""
+    if tmp not in _demo_by_dir:
+        if BACKEND == "sqlite" and os.path.exists(os.path.join(tmp, "directory.db")):
+            path = os.path.join(tmp, "directory.db")
+            _demo_by_dir[tmp] = DemoDatabase("sqlite", "sqlite:" + path, sqlite_path=path)
+        else:
+            _demo_by_dir[tmp] = make_demo_database(tmp)
+    return _demo_by_dir[tmp]
 
 
 # ---- Dovecot --------------------------------------------------------------------------------
@@ -913,6 +1314,62 @@ class ReplyMatcher:
 
     def done(self):
         return not self.pending
+
+
+class LookupLoad(threading.Thread):
+    """One client connection doing lookups back to back until stop(): next_key(n) gives the
+    n-th (key, kind) to ask; every answer is recorded as a Answer(t_sent, t_received, kind, key,
+    reply) with monotonic times, reply = the unescaped first field (b'O...', b'N', b'F...').
+    A broken connection is recorded as an error and ends the thread (maildictd must not drop
+    its clients while the database is away)."""
+
+    class Answer(tuple):
+        __slots__ = ()
+        t_sent = property(lambda self: self[0])
+        t_received = property(lambda self: self[1])
+        kind = property(lambda self: self[2])
+        key = property(lambda self: self[3])
+        reply = property(lambda self: self[4])
+
+    def __init__(self, path, next_key, name="load", timeout=30.0, start_barrier=None):
+        super().__init__(daemon=True, name=name)
+        self.path = path
+        self.next_key = next_key
+        self.timeout = timeout
+        self.start_barrier = start_barrier
+        self.answers = []
+        self.errors = []
+        self.connected = threading.Event()
+        self._stop_flag = threading.Event()
+
+    def run(self):
+        try:
+            with DictClient(self.path, timeout=self.timeout) as c:
+                c.hello()
+                self.connected.set()
+                if self.start_barrier is not None:
+                    self.start_barrier.wait(timeout=120)
+                n = 0
+                while not self._stop_flag.is_set():
+                    key, kind = self.next_key(n)
+                    n += 1
+                    t0 = time.monotonic()
+                    reply = c.lookup(key, b"", timeout=self.timeout)
+                    self.answers.append(self.Answer((t0, time.monotonic(), kind, key, reply)))
+        except BaseException as e:   # noqa: BLE001 - reported by the test's thread
+            self.errors.append("%s: %s" % (type(e).__name__, e))
+        finally:
+            self.connected.set()
+
+    def stop(self, timeout=60):
+        self._stop_flag.set()
+        self.join(timeout)
+        assert not self.is_alive(), "load thread %s did not finish" % self.name
+        return self.answers
+
+    def since(self, t):
+        """Answers to lookups sent at or after monotonic time t."""
+        return [a for a in list(self.answers) if a.t_sent >= t]
 
 
 def reply_json(reply):

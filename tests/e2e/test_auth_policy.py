@@ -393,7 +393,7 @@ class AuthPolicyTest(unittest.TestCase):
         """policy_max_connections: one more connection is closed at once; the others still work,
         and so does a new one once a slot is free."""
         port = h.free_tcp_port()
-        db = MAILDICTD.conf["database"][len("sqlite:"):]
+        db = MAILDICTD.conf["database"]   # a database value: SQLite or PostgreSQL
         with h.start_maildictd(TMP.path, db_path=db, name="maildictd-limits",
                                socket=os.path.join(TMP.path, "limits.sock"),
                                policy_listen="127.0.0.1:%d" % port, policy_max_connections=3) as md:
