@@ -91,7 +91,7 @@ class ChangeReceiver final : public pqxx::notification_receiver {
 };
 
 std::unique_ptr<pqxx::connection> listener_connection(const std::string& conninfo, const char* name) {
-  auto c = std::make_unique<pqxx::connection>(with_connect_timeout(conninfo));
+  auto c = std::make_unique<pqxx::connection>(with_connect_timeout(conninfo, name));
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
   // A silent reconnect would lose the LISTEN and every notification in between.
@@ -227,8 +227,8 @@ void PostgresBackend::listen_loop() {
       ChangeReceiver receiver(*primary, version_);
       std::unique_ptr<pqxx::connection> replica;
       std::string replay_lsn;
-      if (!options_.replica_conninfo.empty())
-        replica = listener_connection(options_.replica_conninfo, "maildictd-listen");
+      const bool with_replica = !options_.replica_conninfo.empty();
+      Clock::time_point next_replica_try{};
       // Anything may have changed while nobody listened.
       version_.fetch_add(1, std::memory_order_acq_rel);
       listening_.store(true, std::memory_order_release);
@@ -238,16 +238,30 @@ void PostgresBackend::listen_loop() {
       auto next_ping = Clock::now() + kListenPing;
       while (!stopped()) {
         primary->await_notification(0, std::chrono::duration_cast<std::chrono::microseconds>(kListenPoll).count());
-        if (replica) {
+        if (with_replica) {
           // The replica applies the primary's changes a little later than the notification
-          // arrives; a new replay position invalidates whatever was read in between.
-          pqxx::nontransaction n(*replica);
-          auto r = n.exec("SELECT pg_last_wal_replay_lsn()::text");
-          std::string lsn = r.empty() || r[0][0].is_null() ? std::string() : r[0][0].c_str();
-          if (lsn != replay_lsn) {
-            replay_lsn = lsn;
-            version_.fetch_add(1, std::memory_order_acq_rel);
+          // arrives; a new replay position invalidates whatever was read in between. While the
+          // replica cannot be watched (it is down, lookups went to the primary) the version
+          // moves on every poll: a cached answer then lives 100 ms at most, whoever served it.
+          try {
+            if (!replica && Clock::now() >= next_replica_try) {
+              next_replica_try = Clock::now() + kListenPing;
+              replica = listener_connection(options_.replica_conninfo, "maildictd-listen");
+            }
+            if (replica) {
+              pqxx::nontransaction n(*replica);
+              auto r = n.exec("SELECT pg_last_wal_replay_lsn()::text");
+              std::string lsn = r.empty() || r[0][0].is_null() ? std::string() : r[0][0].c_str();
+              if (lsn != replay_lsn) {
+                replay_lsn = lsn;
+                version_.fetch_add(1, std::memory_order_acq_rel);
+              }
+            }
+          } catch (const std::exception&) {
+            replica.reset();
+            replay_lsn.clear();
           }
+          if (!replica) version_.fetch_add(1, std::memory_order_acq_rel);
         }
         if (Clock::now() >= next_ping) {
           // A server that went away without closing the socket shows up here.

@@ -76,12 +76,25 @@ bool conninfo_sets(const std::string& conninfo, std::string_view keyword) {
 
 }  // namespace
 
-std::string with_connect_timeout(const std::string& conninfo) {
-  if (conninfo_sets(conninfo, "connect_timeout")) return conninfo;
+namespace {
+
+// Adds keyword=value (a plain word) unless the conninfo sets the keyword itself.
+std::string with_default(std::string conninfo, std::string_view keyword, std::string_view value) {
+  if (conninfo_sets(conninfo, keyword)) return conninfo;
   if (conninfo.starts_with("postgresql://") || conninfo.starts_with("postgres://"))
-    return conninfo + (conninfo.find('?') == std::string::npos ? "?" : "&") + "connect_timeout=" +
-           kDefaultConnectTimeout;
-  return conninfo + " connect_timeout=" + kDefaultConnectTimeout;
+    return conninfo + (conninfo.find('?') == std::string::npos ? "?" : "&") + std::string(keyword) + "=" +
+           std::string(value);
+  return conninfo + " " + std::string(keyword) + "=" + std::string(value);
+}
+
+}  // namespace
+
+std::string with_connect_timeout(const std::string& conninfo, std::string_view application_name) {
+  std::string out = with_default(conninfo, "connect_timeout", kDefaultConnectTimeout);
+  // Named from the first moment, so pg_stat_activity never shows an anonymous maildict
+  // connection.
+  if (!application_name.empty()) out = with_default(out, "application_name", application_name);
+  return out;
 }
 
 namespace {
@@ -100,7 +113,7 @@ class PostgresSession final : public SqlSession {
     healthy_ = false;
     const auto& options = options_;
     try {
-      conn_ = std::make_unique<pqxx::connection>(with_connect_timeout(options.conninfo));
+      conn_ = std::make_unique<pqxx::connection>(with_connect_timeout(options.conninfo, options.application_name));
       // pqxx would otherwise reconnect behind our back after a lost connection, dropping the
       // session settings below; the pool replaces an unhealthy session itself.
 #pragma GCC diagnostic push

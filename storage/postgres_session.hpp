@@ -5,6 +5,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "storage/sql_session.hpp"
 
@@ -24,8 +25,8 @@ struct PostgresSessionOptions {
 std::unique_ptr<SqlSession> open_postgres_session(const PostgresSessionOptions& options, SessionRole role);
 
 // The conninfo with connect_timeout=2 added unless it sets one (libpq would wait as long as the
-// network does).
-std::string with_connect_timeout(const std::string& conninfo);
+// network does), and application_name unless it sets one.
+std::string with_connect_timeout(const std::string& conninfo, std::string_view application_name = {});
 
 // The conninfo without secrets, for logs: "host=/run/postgresql dbname=maildict user=maildict".
 std::string describe_conninfo(const std::string& conninfo);
