@@ -67,6 +67,7 @@ class Session : public std::enable_shared_from_this<Session> {
     std::optional<std::uint32_t> async_id;
     bool done = false;
     std::string bytes;  // FIFO mode: the reply, waiting for the ones before it
+    std::string key;    // a passdb lookup's key (the auth policy learns of its timeout)
   };
 
   asio::awaitable<void> read_loop() {
@@ -163,7 +164,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   bool handle(const dict::Lookup& r) {
-    Ticket ticket = open_ticket();
+    Ticket ticket = open_ticket(r.key);
     if (spdlog::should_log(spdlog::level::debug))
       spdlog::debug("conn {}: lookup {}", id_, printable_excerpt(r.key));
     auto self = shared_from_this();
@@ -232,7 +233,7 @@ class Session : public std::enable_shared_from_this<Session> {
     return true;
   }
 
-  Ticket open_ticket() {
+  Ticket open_ticket(std::string_view key = {}) {
     Ticket t;
     t.seq = next_seq_++;
     ++pending_;
@@ -244,7 +245,8 @@ class Session : public std::enable_shared_from_this<Session> {
     // The pool answers by the request deadline itself; this later one only catches a worker
     // stuck outside the database's control, so that every request still gets its one answer.
     auto deadline = std::chrono::steady_clock::now() + state_.config.request_timeout + backstop_grace;
-    slots_.push_back(Slot{deadline, t.async_id, false, {}});
+    slots_.push_back(Slot{deadline, t.async_id, false, {}, {}});
+    if (key.starts_with("shared/passdb/")) slots_.back().key = key;
     if (!backstop_armed_) arm_backstop(deadline);
     return t;
   }
@@ -265,6 +267,7 @@ class Session : public std::enable_shared_from_this<Session> {
       if (slots_[i].done) continue;
       spdlog::error("conn {}: no answer from the directory within the request timeout; failing the request", id_);
       Ticket t{slots_base_seq_ + i, slots_[i].async_id};
+      if (!slots_[i].key.empty()) state_.service->note_timed_out(slots_[i].key);
       std::string bytes;
       dict::append_lookup_failed(bytes, t.async_id, "maildict: request timed out");
       complete(t, std::move(bytes));

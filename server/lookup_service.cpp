@@ -50,11 +50,33 @@ LookupAnswer counted(LookupAnswer a, std::chrono::steady_clock::time_point start
 std::optional<LookupAnswer> LookupService::lookup(std::string_view key,
                                                   std::function<void(LookupAnswer)> done) {
   const auto start = std::chrono::steady_clock::now();
-  auto answer = lookup_uncounted(key, [start, done = std::move(done)](LookupAnswer a) {
+  // Which passdb login this is, when the policy wants to know (a stale answer served during an
+  // outage counts as answered: Dovecot checked the password against it).
+  std::string passdb_login;
+  if (outcomes_ && key.starts_with("shared/passdb/")) {
+    auto question = dict::classify_lookup_key(key);
+    if (auto* p = std::get_if<dict::PassdbQuestion>(&question)) passdb_login = std::move(p->login);
+  }
+  auto note = [this, passdb_login](const LookupAnswer& a) {
+    if (passdb_login.empty()) return;
+    if (a.kind == LookupAnswer::Kind::failed) outcomes_->note_failed(passdb_login);
+    else outcomes_->note_answered(passdb_login);
+  };
+  auto answer = lookup_uncounted(key, [start, note, done = std::move(done)](LookupAnswer a) {
+    note(a);
     done(counted(std::move(a), start));
   });
-  if (answer) return counted(std::move(*answer), start);
+  if (answer) {
+    note(*answer);
+    return counted(std::move(*answer), start);
+  }
   return std::nullopt;
+}
+
+void LookupService::note_timed_out(std::string_view key) {
+  if (!outcomes_ || !key.starts_with("shared/passdb/")) return;
+  auto question = dict::classify_lookup_key(key);
+  if (auto* p = std::get_if<dict::PassdbQuestion>(&question)) outcomes_->note_failed(p->login);
 }
 
 std::optional<LookupAnswer> LookupService::lookup_uncounted(std::string_view key,

@@ -10,6 +10,7 @@
 
 #include "protocol/dict_codec.hpp"
 #include "server/directory_answers.hpp"
+#include "server/passdb_outcomes.hpp"
 #include "storage/cache.hpp"
 #include "storage/pool.hpp"
 
@@ -32,6 +33,13 @@ class LookupService {
   void on_stale_answer(std::function<void(const std::string&, std::chrono::milliseconds, const std::string&)> f) {
     on_stale_ = std::move(f);
   }
+
+  // Each passdb lookup's outcome is noted there (for the auth policy); the object must outlive
+  // this service. Set before the first lookup.
+  void note_passdb_outcomes(PassdbOutcomes& outcomes) { outcomes_ = &outcomes; }
+  // The caller answered `key` with a temporary failure of its own (its backstop timer fired
+  // before the pool answered).
+  void note_timed_out(std::string_view key);
 
   // Returns the answer when it needs no database (cache hit, unmapped key, overload);
   // otherwise returns nullopt and calls `done` later, on a pool thread, exactly once.
@@ -61,6 +69,7 @@ class LookupService {
   std::chrono::milliseconds negative_ttl_;
   std::function<void(const std::string&, std::chrono::milliseconds, const std::string&)> on_stale_;
   std::atomic<std::size_t> in_flight_{0};
+  PassdbOutcomes* outcomes_ = nullptr;
 };
 
 // A short, printable excerpt of untrusted text for error messages and logs.

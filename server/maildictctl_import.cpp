@@ -315,9 +315,8 @@ int run_import_command(int argc, char** argv, DirectoryBackend& directory, std::
   } catch (const std::exception& e) {
     // A database that is there but not ours (or newer than us) will not get better by trying
     // again; everything else (down, locked, refused connection) may.
-    std::string why = e.what();
-    bool permanent = why.find("schema version") != std::string::npos || why.find("not maildict's") != std::string::npos;
-    std::fprintf(err, "maildictctl import: cannot open the directory %s: %s\n", target.c_str(), why.c_str());
+    const bool permanent = dynamic_cast<const SchemaMismatch*>(&e) != nullptr;
+    std::fprintf(err, "maildictctl import: cannot open the directory %s: %s\n", target.c_str(), e.what());
     return permanent ? kImportDbError : kImportTempFail;
   }
 

@@ -510,12 +510,13 @@ int run(const Command& c) {
     // A change on a fresh install creates the schema (as maildictd does at startup).
     if (writes) backend->prepare_schema();
     session = backend->open_session(storage::SessionRole::write);
-  } catch (const std::exception& e) {
-    db_problem = e.what();
+  } catch (const storage::SchemaMismatch& e) {
     // A database that is there but not ours (or newer than us) will not get better by trying
     // again; everything else (down, locked, missing file, refused connection) may.
-    if (db_problem.find("schema version") != std::string::npos || db_problem.find("not maildict's") != std::string::npos)
-      db_exit = ctl::exit_db_error;
+    db_problem = e.what();
+    db_exit = ctl::exit_db_error;
+  } catch (const std::exception& e) {
+    db_problem = e.what();
   }
   if (!session && c.object != "lookup") {
     error((db_exit == ctl::exit_tempfail ? "cannot reach the database: " : "unusable database: ") + db_problem);

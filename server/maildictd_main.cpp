@@ -163,6 +163,8 @@ int main(int argc, char** argv) {
       // and the daemon recovers by itself once the database is back.
       spdlog::error("the directory is not available yet: {}; lookups fail temporarily until it is", e.what());
     }
+    // The policy does not count a failed login whose passdb lookup could not be made.
+    maildict::server::PassdbOutcomes passdb_outcomes;
     maildict::storage::Pool pool(backend, maildict::conf::pool_size(config), config.max_queued_requests);
     maildict::server::LookupService service(backend, pool, config.cache_entries, config.cache_ttl,
                                             config.request_timeout, config.cache_negative_ttl,
@@ -190,7 +192,11 @@ int main(int argc, char** argv) {
                 [n = maildict::conf::pool_size(config)] { return static_cast<double>(n); });
     m.add_gauge("maildict_pool_in_flight", "Lookups queued for or running on the pool.",
                 [&service] { return static_cast<double>(service.in_flight()); });
-    if (policy_server) policy_server->start();
+    if (policy_server) {
+      service.note_passdb_outcomes(passdb_outcomes);
+      policy_server->consult_passdb_outcomes(passdb_outcomes);
+      policy_server->start();
+    }
     server.run(service);
     if (policy_server) policy_server->stop();  // saves the policy state while the database is open
     pool.stop();

@@ -80,6 +80,10 @@ std::string Metrics::render() const {
   sample(out, "maildict_policy_decisions_total", "decision=\"allow\"", decision_allow.value());
   sample(out, "maildict_policy_decisions_total", "decision=\"tarpit\"", decision_tarpit.value());
   sample(out, "maildict_policy_decisions_total", "decision=\"reject\"", decision_reject.value());
+  header(out, "maildict_policy_failures_not_counted_total", "counter",
+         "Failed logins reported by Dovecot but not counted: their passdb lookup had failed "
+         "temporarily (the database was away), so no password was checked.");
+  sample(out, "maildict_policy_failures_not_counted_total", "", policy_failures_not_counted.value());
   header(out, "maildict_policy_connections_refused_total", "counter",
          "Policy connections closed at once because policy_max_connections were open.");
   sample(out, "maildict_policy_connections_refused_total", "", policy_connections_refused.value());

@@ -46,6 +46,7 @@ struct Metrics {
   Counter policy_bad_requests;  // any 4xx
   Counter decision_allow, decision_tarpit, decision_reject;
   Counter policy_connections_refused;
+  Counter policy_failures_not_counted;  // reports of logins maildict could not look up
   Histogram policy_latency;  // request fully read -> reply queued
   // dict lookups (LookupService)
   Counter lookup_found, lookup_not_found, lookup_failed;

@@ -190,7 +190,13 @@ struct Shared {
   Persistence& persistence;
   asio::thread_pool& blocking;  // admin saves wait here, never on the I/O thread
   std::atomic<unsigned> connections{0};
+  PassdbOutcomes* outcomes = nullptr;  // logins maildict could not look up just now
 };
+
+// How long after a failed passdb lookup Dovecot's report of that login is not counted. The
+// report follows the lookup after auth_failure_delay (2 s by default) and any tarpit (at most
+// policy_tarpit_max_seconds); a minute covers both with room to spare.
+constexpr auto kOutageReportWindow = std::chrono::seconds(60);
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
@@ -363,6 +369,13 @@ class Session : public std::enable_shared_from_this<Session> {
 
     if (r.command == policy::Command::report) {
       metrics().policy_report.inc();
+      if (!r.success && shared_.outcomes && shared_.outcomes->failed_recently(r.login, kOutageReportWindow)) {
+        // The login failed because maildict could not look it up: no password was checked.
+        metrics().policy_failures_not_counted.inc();
+        spdlog::info("policy: not counting the failed login of '{}' from {}: its passdb lookup had failed temporarily",
+                     printable(r.login), printable(r.remote));
+        co_return make(req, http::status::no_content, {});
+      }
       shared_.engine.report(r);
       co_return make(req, http::status::no_content, {});
     }
@@ -499,6 +512,8 @@ PolicyHttpServer::PolicyHttpServer(const conf::Config& config, PolicyEngine& eng
     : impl_(std::make_unique<Impl>(config, engine, std::move(open_session))) {}
 
 PolicyHttpServer::~PolicyHttpServer() { stop(); }
+
+void PolicyHttpServer::consult_passdb_outcomes(PassdbOutcomes& outcomes) { impl_->shared.outcomes = &outcomes; }
 
 void PolicyHttpServer::bind() {
   auto where = conf::policy_listen_address(impl_->config);

@@ -18,6 +18,7 @@
 #include <memory>
 
 #include "conf/config.hpp"
+#include "server/passdb_outcomes.hpp"
 #include "server/policy_engine.hpp"
 #include "storage/sql_session.hpp"
 
@@ -31,6 +32,10 @@ class PolicyHttpServer {
 
   PolicyHttpServer(const conf::Config& config, PolicyEngine& engine, SessionFactory open_session);
   ~PolicyHttpServer();
+
+  // A failed login is not counted when its passdb lookup failed temporarily a moment ago
+  // (see passdb_outcomes.hpp). Set before start(); `outcomes` must outlive this server.
+  void consult_passdb_outcomes(PassdbOutcomes& outcomes);
 
   // Binds policy_listen. Throws std::runtime_error with a clear message.
   void bind();

@@ -7,11 +7,19 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace maildict::storage {
+
+// The database answers, but its schema is not one this maildict can use (newer than it
+// understands, or tables that are someone else's): retrying will not help, the operator must.
+// Everything else prepare_schema() or opening throws may pass by itself (server down, locked).
+struct SchemaMismatch : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 class SqlSession;          // storage/sql_session.hpp
 enum class SessionRole;    // read (replica allowed) or write (primary)
@@ -166,7 +174,8 @@ class DirectoryBackend {
 
   // Creates the default schema in an empty database and applies pending migrations (both
   // idempotent, safe with several daemons starting at once). Throws std::runtime_error with a
-  // clear message when it cannot; the daemon then still starts and answers temporary failures.
+  // clear message when it cannot (SchemaMismatch when trying again will not help); the daemon
+  // then still starts and answers temporary failures.
   virtual void prepare_schema() = 0;
 
   // How long the pool waits at most between failed opens; the wait doubles from 100 ms up to

@@ -186,7 +186,7 @@ void PostgresBackend::prepare_schema() {
       must(*s, "SELECT max(version) FROM maildict_schema", {}, &rows, "cannot read the schema version");
       version = rows.at(0).at(0) ? std::stoi(*rows[0][0]) : 0;
       if (version > kPostgresSchemaVersion)
-        throw std::runtime_error("postgresql: schema version " + std::to_string(version) +
+        throw SchemaMismatch("postgresql: schema version " + std::to_string(version) +
                                  " is newer than this maildict understands (" +
                                  std::to_string(kPostgresSchemaVersion) + ")");
     } else {

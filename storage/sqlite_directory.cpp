@@ -148,7 +148,7 @@ void SqliteBackend::prepare_schema() {
   sqlite3* h = db.get();
   sqlite3_busy_timeout(h, kPrepareSchemaBusyMs);
   if (query_int(h, "PRAGMA user_version", path_) > kSqliteSchemaVersion)
-    fail_open(path_, "schema version is newer than this maildict understands (" +
+    fail_schema(path_, "schema version is newer than this maildict understands (" +
                          std::to_string(kSqliteSchemaVersion) + ")");
 
   // WAL lets the pool read while the admin tool writes. It cannot change inside a
@@ -176,7 +176,7 @@ void SqliteBackend::prepare_schema() {
                         "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
                         "AND name IN ('domains', 'users')",
                         path_);
-  if (ours != 2) fail_open(path_, "database has tables but not maildict's (domains, users)");
+  if (ours != 2) fail_schema(path_, "database has tables but not maildict's (domains, users)");
   add_smtpd_tables(h);
 }
 

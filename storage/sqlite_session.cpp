@@ -212,7 +212,7 @@ class SqliteSession final : public SqlSession {
     }
     auto version = query_int(db.get(), "PRAGMA user_version", path_);
     if (version > kSqliteSchemaVersion)
-      fail_open(path_, "schema version " + std::to_string(version) + " is newer than this maildict understands (" +
+      fail_schema(path_, "schema version " + std::to_string(version) + " is newer than this maildict understands (" +
                            std::to_string(kSqliteSchemaVersion) + ")");
     sqlite3_progress_handler(db.get(), kProgressSteps, &SqliteSession::on_progress, this);
     db_ = std::move(db);

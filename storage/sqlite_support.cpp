@@ -63,6 +63,10 @@ void fail_open(const std::string& path, const std::string& why) {
   throw std::runtime_error("sqlite:" + path + ": " + why);
 }
 
+void fail_schema(const std::string& path, const std::string& why) {
+  throw SchemaMismatch("sqlite:" + path + ": " + why);
+}
+
 DbPtr open_db(const std::string& path, int flags) {
   sqlite3* raw = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, deadline_vfs());

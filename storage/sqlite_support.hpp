@@ -61,6 +61,8 @@ struct FileId {
 std::optional<FileId> file_id(const std::string& path);
 std::string missing_file_reason(int err);
 [[noreturn]] void fail_open(const std::string& path, const std::string& why);
+// Same, as SchemaMismatch: the file opens but its schema is not one maildict can use.
+[[noreturn]] void fail_schema(const std::string& path, const std::string& why);
 
 // Opens with the deadline VFS and extended result codes. Throws std::runtime_error naming the
 // file ("database file missing" when it does not exist and `flags` lacks CREATE).

@@ -42,6 +42,7 @@ PR_SET_PDEATHSIG, so nothing outlives a failed or killed test.
 
 import atexit
 import ctypes
+import http.client
 import json
 import imaplib
 import smtplib
@@ -1056,6 +1057,48 @@ class Dovecot:
             log("dovecot log tail (%s):\n%s" % (self.log_path, tail(self.log_path, 40)))
         self.stop()
         return False
+
+
+def dovecot_policy_extra(port, nonce, api_key):
+    """Dovecot settings that make it use maildictd's auth policy server on 127.0.0.1:port: the
+    shipped snippet (packaging/dovecot/30-maildict-policy.conf) with the test's port, nonce and
+    key, auth_failure_delay = 0, and Dovecot's own per-IP penalty (2, 4, 8, 15 s) switched off
+    (without access to anvil's penalty socket the auth process turns it off), so that what
+    slows a login down is maildict's tarpit alone. Dovecot sends the API header value with its
+    leading space; maildict trims it."""
+    with open(os.path.join(PACKAGING_DOVECOT, "30-maildict-policy.conf")) as f:
+        snippet = f.read()
+    for old, new in (("127.0.0.1:8642", "127.0.0.1:%d" % port), ("CHANGE-ME-TOO", api_key),
+                     ("CHANGE-ME", nonce)):
+        assert old in snippet, "packaging/dovecot/30-maildict-policy.conf lost %r" % old
+        snippet = snippet.replace(old, new)
+    return "\n".join([
+        snippet,
+        "auth_failure_delay = 0",
+        "service anvil {",
+        "  unix_listener anvil-auth-penalty {",
+        "    mode = 0",
+        "  }",
+        "}",
+    ])
+
+
+def policy_metrics(port):
+    """GET /metrics from maildictd's policy listener -> {'name{labels}': float}."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        r = conn.getresponse()
+        payload = r.read()
+    finally:
+        conn.close()
+    assert r.status == 200, "GET /metrics: %d %r" % (r.status, payload[:200])
+    values = {}
+    for line in payload.decode().splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            values[k] = float(v)
+    return values
 
 
 def start_dovecot(tmp, dict_socket, idle_msecs=None, imap=False, extra="", name=None,

@@ -71,25 +71,7 @@ def setUpModule():
     TMP = h.TempDir()
     PORT = h.free_tcp_port()
     MAILDICTD = h.start_maildictd(TMP.path, **maildictd_conf())
-    # the shipped snippet, with the test's port, nonce and key (Dovecot sends the header value
-    # with its leading space; maildict trims it)
-    with open(os.path.join(h.PACKAGING_DOVECOT, "30-maildict-policy.conf")) as f:
-        snippet = f.read()
-    for old, new in (("127.0.0.1:8642", "127.0.0.1:%d" % PORT), ("CHANGE-ME-TOO", API_KEY),
-                     ("CHANGE-ME", "e2e-nonce")):
-        assert old in snippet, "packaging/dovecot/30-maildict-policy.conf lost %r" % old
-        snippet = snippet.replace(old, new)
-    extra = "\n".join([
-        snippet,
-        "auth_failure_delay = 0",
-        # Dovecot's own penalty (2, 4, 8, 15 s per IP) would hide maildict's tarpit: without
-        # access to anvil's penalty socket the auth process turns it off.
-        "service anvil {",
-        "  unix_listener anvil-auth-penalty {",
-        "    mode = 0",
-        "  }",
-        "}",
-    ])
+    extra = h.dovecot_policy_extra(PORT, "e2e-nonce", API_KEY)
     DOVECOT = h.start_dovecot(TMP.path, MAILDICTD.socket, idle_msecs=30000, extra=extra)
 
 
@@ -465,20 +447,11 @@ class AuthPolicyTest(unittest.TestCase):
                      "maildict_policy_request_duration_seconds_bucket{le=\"+Inf\"}",
                      "maildict_lookup_duration_seconds_count"):
             self.assertIn(name, text)
-        values = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                k, v = line.rsplit(" ", 1)
-                values[k] = float(v)
+        values = h.policy_metrics(PORT)
         self.assertGreaterEqual(values['maildict_policy_requests_total{kind="allow"}'], 1)
         a = attempt("jane@example.org", h.DEMO_PASSWORDS["jane@example.org"], "198.51.100.99")
         self.assertTrue(a.ok, a.text)
-        status, payload = http_request("GET", "/metrics", key=False)
-        after = {}
-        for line in payload.decode().splitlines():
-            if line and not line.startswith("#"):
-                k, v = line.rsplit(" ", 1)
-                after[k] = float(v)
+        after = h.policy_metrics(PORT)
         # a successful login: two allows (before and after auth), a report, one passdb lookup
         self.assertGreaterEqual(after['maildict_policy_requests_total{kind="allow"}'] -
                                 values['maildict_policy_requests_total{kind="allow"}'], 2)

@@ -23,6 +23,13 @@
 (b) The database file is unreadable: maildictd runs with `user = nobody`, the file is chmod
     000 before it starts: lookups are temporary failures (and maildictd still starts); after
     chmod 600 they succeed.
+
+(c) With the auth policy on, logins that fail during the outage are not counted as brute
+    force: Dovecot 2.3 reports a login whose passdb lookup failed temporarily exactly like a
+    wrong password (`"success":false`), so with every retry counted, four users behind one
+    address retrying their right passwords would get that address rejected once the database is
+    back. maildictd knows those lookups failed and does not count them; wrong passwords after
+    the outage still are.
 """
 import os
 import subprocess
@@ -226,6 +233,91 @@ class DatabaseLocked(DovecotChecks, unittest.TestCase):
         locker.release()
         self.wait_for_recovery()
         self.assert_all_works()
+
+
+class OutageIsNotBruteForce(DovecotChecks, unittest.TestCase):
+    OFFICE = "198.51.100.7"     # everybody's logins come from this one address
+    API_KEY = "outage-key"
+
+    def setUp(self):
+        h.require_programs()
+        self.tmp = h.TempDir()
+        self.addCleanup(self.tmp.cleanup)
+        self.db = h.make_demo_db(self.tmp.path)
+        self.port = h.free_tcp_port()
+        # strict thresholds: every failure counts (no distinct-password leniency), 3 failures of
+        # one login or 4 of one address get a rejection
+        self.maildictd = h.start_maildictd(
+            self.tmp.path, self.db, request_timeout="500ms", cache_entries=0, db_connections=2,
+            policy_listen="127.0.0.1:%d" % self.port, policy_api_key=self.API_KEY,
+            policy_window="10m", policy_repeats_per_failure=1,
+            policy_ip_login_tarpit=0, policy_ip_login_reject=3,
+            policy_ip_tarpit=0, policy_ip_reject=4,
+            policy_login_tarpit=0, policy_login_reject=0)
+        self.addCleanup(self.maildictd.stop)
+        self.dovecot = h.start_dovecot(
+            self.tmp.path, self.maildictd.socket,
+            extra=h.dovecot_policy_extra(self.port, "outage-nonce", self.API_KEY))
+        self.addCleanup(self.dovecot.stop)
+
+    def login(self, user, password):
+        rc, out, err = self.dovecot.doveadm("auth", "test", "-x", "service=imap",
+                                            "-x", "rip=" + self.OFFICE, user, password)
+        ok, fields = h.parse_auth_test(out)
+        return ok, fields, out + err
+
+    def test_logins_failing_during_an_outage_are_not_counted(self):
+        users = sorted(u for u in h.ACTIVE_USERS if u in h.DEMO_PASSWORDS)
+        self.assertGreaterEqual(len(users), 4)
+        ok, fields, text = self.login(users[0], h.DEMO_PASSWORDS[users[0]])
+        self.assertTrue(ok, text)
+        before = h.policy_metrics(self.port)
+
+        locker = Locker(self.db)
+        self.addCleanup(locker.release)
+        for user in users:
+            for _ in range(3):
+                ok, fields, text = self.login(user, h.DEMO_PASSWORDS[user])
+                self.assertIs(ok, False, text)
+                self.assertEqual(fields.get("code"), "temp_fail", text)
+        locker.release()
+        self.wait_for_recovery()
+
+        # Dovecot did report those failures, and maildictd set them aside (the report comes
+        # after the auth reply, so wait for it)
+        tried = 3 * len(users)
+
+        def progress():
+            m = h.policy_metrics(self.port)
+            return (m['maildict_policy_requests_total{kind="report"}'] -
+                    before['maildict_policy_requests_total{kind="report"}'],
+                    m["maildict_policy_failures_not_counted_total"])
+        try:
+            h.wait_until(lambda: progress()[1] >= tried, 30,
+                         "maildictd to set aside %d reports of failed lookups" % tried)
+        except AssertionError:
+            reports, set_aside = progress()
+            raise AssertionError("%d logins failed during the outage; Dovecot reported %d, "
+                                 "maildictd set aside %d\nmaildictd log:\n%s"
+                                 % (tried, reports, set_aside, h.tail(self.maildictd.log_path, 30)))
+        self.assertEqual(progress()[0], tried)
+
+        # everybody logs in at once from the office once the database is back
+        for user in users:
+            ok, fields, text = self.login(user, h.DEMO_PASSWORDS[user])
+            self.assertTrue(ok, "%s after the outage:\n%s" % (user, text))
+        self.assertEqual(h.policy_metrics(self.port)['maildict_policy_decisions_total{decision="reject"}'], 0)
+
+        # and wrong passwords are still counted: the third one of a login is rejected
+        victim = users[1]
+        for i in range(3):
+            ok, fields, text = self.login(victim, "wrong-after-outage-%d" % i)
+            self.assertIs(ok, False, text)
+            self.assertNotIn("code", fields, text)
+        ok, fields, text = self.login(victim, h.DEMO_PASSWORDS[victim])
+        self.assertIs(ok, False, "the policy should now reject %s from %s:\n%s"
+                      % (victim, self.OFFICE, text))
+        self.assertIn("Too many failed logins", fields.get("reason", ""), text)
 
 
 class DatabaseUnreadable(DovecotChecks, unittest.TestCase):

@@ -447,6 +447,30 @@ class Maildictctl(h.DaemonsTestCase):
         with sqlite3.connect(legacy) as c:
             self.assertEqual("\n".join(c.iterdump()), before)
 
+    def test_8c_a_database_that_is_not_ours_is_exit_4_and_unchanged(self):
+        # Retrying will not fix a schema newer than this maildict or someone else's tables: exit
+        # 4 (not 75, which would make a script try again forever), and not a byte written.
+        cases = {
+            "newer.db": "CREATE TABLE domains (domain TEXT); CREATE TABLE users (x TEXT); "
+                        "PRAGMA user_version = 99;",
+            "foreign.db": "CREATE TABLE mailbox (username TEXT, password TEXT);",
+        }
+        for name, sql in cases.items():
+            with self.subTest(name):
+                path = self.tmp.join(name)
+                with sqlite3.connect(path) as c:
+                    c.executescript(sql)
+                conf = self.tmp.join(name + ".conf")
+                with open(conf, "w") as f:
+                    f.write("socket = %s\ndatabase = sqlite:%s\n" % (self.maildictd.socket, path))
+                with sqlite3.connect(path) as c:
+                    before = "\n".join(c.iterdump())
+                rc, out, err = h.maildictctl(conf, "domain", "add", "new.example")
+                self.assertEqual(rc, 4, out + err)
+                self.assertIn("unusable database", err)
+                with sqlite3.connect(path) as c:
+                    self.assertEqual("\n".join(c.iterdump()), before)
+
     def test_9_maildictd_log_has_no_secret(self):
         text = self.maildictd.log_text()
         for address, password in PASSWORDS.items():

@@ -123,6 +123,31 @@ TEST_CASE("a locked database is a temporary failure, and failures are not cached
   CHECK(after.answer.kind == Kind::found);
 }
 
+TEST_CASE("passdb outcomes are noted for the auth policy: failed while locked, answered after") {
+  Fixture f;
+  server::PassdbOutcomes outcomes;
+  f.service.note_passdb_outcomes(outcomes);
+  sqlite3* locker = nullptr;
+  REQUIRE(sqlite3_open(f.db.c_str(), &locker) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(locker, "PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE; "
+                               "UPDATE domains SET active = active;", nullptr, nullptr, nullptr) == SQLITE_OK);
+  CHECK(look(f.service, "shared/passdb/bob_example.net").answer.kind == Kind::failed);
+  // a userdb lookup is not a login attempt
+  CHECK(look(f.service, "shared/userdb/jane@example.org").answer.kind == Kind::failed);
+  REQUIRE(sqlite3_exec(locker, "ROLLBACK", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(locker);
+  CHECK(outcomes.failed_recently("bob@example.net", std::chrono::seconds(60)));
+  CHECK_FALSE(outcomes.failed_recently("jane@example.org", std::chrono::seconds(60)));
+  // looked up again and answered: no longer a failure
+  CHECK(look(f.service, "shared/passdb/bob@example.net").answer.kind == Kind::found);
+  CHECK_FALSE(outcomes.failed_recently("bob@example.net", std::chrono::seconds(60)));
+  // the dict server answered F on its own (backstop timer): a failure too; not for userdb keys
+  f.service.note_timed_out("shared/userdb/jane@example.org");
+  CHECK_FALSE(outcomes.failed_recently("jane@example.org", std::chrono::seconds(60)));
+  f.service.note_timed_out("shared/passdb/jane_example.org");
+  CHECK(outcomes.failed_recently("jane@example.org", std::chrono::seconds(60)));
+}
+
 TEST_CASE("user iteration lists active users as direct children of shared/userdb/") {
   Fixture f;
   auto all = iterate(f.service, dict::Iterate{0, 0, "shared/userdb/", "*"});

@@ -230,7 +230,9 @@ TEST_CASE("import on PostgreSQL: modoboa source on PostgreSQL into a PostgreSQL 
     auto s = open_postgres_session({source_conninfo}, SessionRole::write);
     make_modoboa(*s, sha512);
   }
-  PostgresBackend backend(PostgresOptions{target_conninfo}, UserDefaults{});
+  PostgresOptions options;
+  options.conninfo = target_conninfo;
+  PostgresBackend backend(options, UserDefaults{});
   backend.prepare_schema();
 
   auto import = [&](ImportOptions o) {
