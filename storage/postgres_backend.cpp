@@ -208,7 +208,6 @@ void PostgresBackend::prepare_schema() {
 }
 
 std::optional<std::uint64_t> PostgresBackend::data_version() {
-  if (existing_) return std::nullopt;
   std::call_once(listener_started_, [this] { listener_ = std::thread([this] { listen_loop(); }); });
   if (!listening_.load(std::memory_order_acquire)) return std::nullopt;
   return version_.load(std::memory_order_acquire);
@@ -228,6 +227,13 @@ void PostgresBackend::listen_loop() {
       std::unique_ptr<pqxx::connection> replica;
       std::string replay_lsn;
       const bool with_replica = !options_.replica_conninfo.empty();
+      // Someone else's schema has no triggers to notify us: watch the primary's snapshot
+      // instead. Its text (xmin:xmax:in-progress xids) changes whenever a transaction anywhere
+      // in the cluster takes an xid or ends, so a commit is seen within one poll; it changes
+      // only when the commit is visible, unlike the WAL position, which moves before. Writes to
+      // other tables or databases invalidate too: safe, only fewer hits.
+      const bool watch_snapshot = existing_ != nullptr;
+      std::string snapshot;
       Clock::time_point next_replica_try{};
       // Anything may have changed while nobody listened.
       version_.fetch_add(1, std::memory_order_acq_rel);
@@ -238,6 +244,15 @@ void PostgresBackend::listen_loop() {
       auto next_ping = Clock::now() + kListenPing;
       while (!stopped()) {
         primary->await_notification(0, std::chrono::duration_cast<std::chrono::microseconds>(kListenPoll).count());
+        if (watch_snapshot) {
+          pqxx::nontransaction n(*primary);
+          auto r = n.exec("SELECT txid_current_snapshot()::text");
+          std::string now = r.empty() || r[0][0].is_null() ? std::string() : r[0][0].c_str();
+          if (now != snapshot) {
+            snapshot = std::move(now);
+            version_.fetch_add(1, std::memory_order_acq_rel);
+          }
+        }
         if (with_replica) {
           // The replica applies the primary's changes a little later than the notification
           // arrives; a new replay position invalidates whatever was read in between. While the

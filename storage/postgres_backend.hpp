@@ -35,7 +35,8 @@ constexpr int kPostgresSchemaVersion = 1;
 class PostgresBackend final : public DirectoryBackend {
  public:
   // `queries` as for SqliteBackend; with an existing schema nothing is created (no tables, no
-  // triggers), so no change can be noticed and data_version() never lets the cache answer.
+  // triggers): changes are noticed by watching the primary's transaction snapshot instead of
+  // NOTIFY (within 100 ms, and any write in the cluster counts as a change).
   PostgresBackend(PostgresOptions options, UserDefaults defaults, QuerySetup queries = {});
   ~PostgresBackend() override;
 
