@@ -17,7 +17,14 @@ constexpr char kChannel[] = "maildict_changes";
 constexpr char kSchemaLockKey[] = "727274001";
 
 constexpr auto kListenPoll = std::chrono::milliseconds(100);
-constexpr auto kListenPing = std::chrono::seconds(1);
+// The listener proves its connection alive this often. A server that hangs (stopped, or cut off
+// by the network without a reset) never answers the ping; once kListenAliveFor has passed
+// without an answer the cache stops trusting the change counter: changes may be happening that
+// no notification reaches us about.
+constexpr auto kListenPing = std::chrono::milliseconds(250);
+constexpr auto kListenAliveFor = std::chrono::seconds(1);
+// How often the listener tries to reconnect to a replica it cannot watch.
+constexpr auto kReplicaWatchRetry = std::chrono::seconds(1);
 constexpr auto kBackoffFirst = std::chrono::milliseconds(100);
 constexpr auto kBackoffMax = std::chrono::seconds(2);
 // How long a lookup connection that fell back to the primary serves before the pool tries the
@@ -210,7 +217,10 @@ void PostgresBackend::prepare_schema() {
 std::optional<std::uint64_t> PostgresBackend::data_version() {
   std::call_once(listener_started_, [this] { listener_ = std::thread([this] { listen_loop(); }); });
   if (!listening_.load(std::memory_order_acquire)) return std::nullopt;
-  return version_.load(std::memory_order_acquire);
+  // Read the version before the liveness: a ping that lands in between only makes us stricter.
+  const auto version = version_.load(std::memory_order_acquire);
+  if (Clock::now().time_since_epoch().count() > alive_until_.load(std::memory_order_acquire)) return std::nullopt;
+  return version;
 }
 
 void PostgresBackend::listen_loop() {
@@ -235,6 +245,10 @@ void PostgresBackend::listen_loop() {
       const bool watch_snapshot = existing_ != nullptr;
       std::string snapshot;
       Clock::time_point next_replica_try{};
+      auto proven_alive = [this] {
+        alive_until_.store((Clock::now() + kListenAliveFor).time_since_epoch().count(), std::memory_order_release);
+      };
+      proven_alive();
       // Anything may have changed while nobody listened.
       version_.fetch_add(1, std::memory_order_acq_rel);
       listening_.store(true, std::memory_order_release);
@@ -260,7 +274,7 @@ void PostgresBackend::listen_loop() {
           // moves on every poll: a cached answer then lives 100 ms at most, whoever served it.
           try {
             if (!replica && Clock::now() >= next_replica_try) {
-              next_replica_try = Clock::now() + kListenPing;
+              next_replica_try = Clock::now() + kReplicaWatchRetry;
               replica = listener_connection(options_.replica_conninfo, "maildictd-listen");
             }
             if (replica) {
@@ -282,6 +296,7 @@ void PostgresBackend::listen_loop() {
           // A server that went away without closing the socket shows up here.
           pqxx::nontransaction n(*primary);
           n.exec("SELECT 1");
+          proven_alive();
           next_ping = Clock::now() + kListenPing;
         }
       }

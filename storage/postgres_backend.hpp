@@ -42,8 +42,9 @@ class PostgresBackend final : public DirectoryBackend {
 
   // A lookup connection: the replica when configured and reachable, else the primary.
   std::unique_ptr<DirectoryConnection> connect() override;
-  // The listener's change counter; nullopt while the listener is not connected (then no cached
-  // answer is trusted). Starts the listener on first use.
+  // The listener's change counter; nullopt while the listener is not connected, or its server
+  // has not answered a ping for a second (hung, cut off), so no cached answer is trusted then.
+  // Starts the listener on first use.
   std::optional<std::uint64_t> data_version() override;
   std::string describe() const override;
   // Creates the schema (tables, triggers) in an empty database, under an advisory lock so that
@@ -70,6 +71,8 @@ class PostgresBackend final : public DirectoryBackend {
   std::atomic<bool> listening_{false};
   std::atomic<bool> schema_ready_{false};
   std::atomic<std::uint64_t> version_{1};
+  // Steady-clock time (ticks) until which the listener's connection is known to be alive.
+  std::atomic<std::int64_t> alive_until_{0};
 };
 
 }  // namespace maildict::storage

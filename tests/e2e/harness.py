@@ -666,6 +666,22 @@ class Postgres:
         self.stop(mode)
         return self.start()
 
+    def processes(self):
+        """The postmaster's pid and those of all its children (backends, background workers)."""
+        assert self.alive(), "PostgreSQL %s is not running" % self.name
+        pids = [self.proc.pid]
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == self.proc.pid:
+                pids.append(int(entry))
+        return pids
+
     # ---- SQL ----
 
     def _psql_argv(self, user, dbname):

@@ -20,12 +20,15 @@ again in the same data directory. Checked:
     F's (the test waits up to 30 s for that, so this is no timing assertion);
   * afterwards every thread gets right answers again (within 60 s), from the same maildictd
     process, and from then on only right answers.
-And maildictd started while PostgreSQL is down: it starts, answers F (never N), and serves
+A hung server (every PostgreSQL process stopped with SIGSTOP): cached answers stop within about
+a second (the listener's ping goes unanswered), F never N, and right answers come back once it
+runs again. And maildictd started while PostgreSQL is down: it starts, answers F (never N), and serves
 normally once PostgreSQL is up; with an empty database it creates the schema then, and a user
 added afterwards by another program is served within 1 s (its negative answer was cached).
 """
 import itertools
 import os
+import signal
 import sys
 import time
 import unittest
@@ -281,6 +284,44 @@ class PgRestart(unittest.TestCase):
         finally:
             d.stop()
             pg.stop()
+
+    def test_5_hung_server_stops_cached_answers(self):
+        # A server that hangs (here every PostgreSQL process is stopped with SIGSTOP; a network
+        # cut without a reset looks the same) closes no connection, so nothing tells maildictd
+        # it is gone, and no notification of a change made meanwhile could arrive. Cached
+        # answers must stop once the listener's ping goes unanswered (a second), instead of
+        # being served for the whole cache_ttl (60 s here): F, never N, then right answers
+        # again once the server runs again.
+        key = b"shared/passdb/john@example.org"
+        with h.DictClient(self.maildictd.socket) as c:
+            c.hello()
+            # cached, and the listener is up: answers come without the database
+            h.wait_until(lambda: c.lookup(key) == self.reference[key], 30, "john's answer")
+            procs = self.pg.processes()
+            h.log("stopping %d PostgreSQL processes with SIGSTOP" % len(procs))
+            for pid in procs:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                replies = []
+
+                def cache_stopped():
+                    reply = c.lookup(key, timeout=30)
+                    replies.append(reply[:60])
+                    self.assertFalse(reply.startswith(b"N"), reply[:80])
+                    if reply.startswith(b"O"):
+                        self.assertEqual(reply, self.reference[key])
+                    return reply.startswith(b"F")
+                h.wait_until(cache_stopped, 20, "cached answers to stop while PostgreSQL hangs",
+                             interval=0.1)
+                # and they stay stopped
+                for _ in range(3):
+                    self.assertTrue(c.lookup(key, timeout=30).startswith(b"F"))
+                h.log("%d answers (cached) before the first F" % (len(replies) - 1))
+            finally:
+                for pid in procs:
+                    os.kill(pid, signal.SIGCONT)
+            h.wait_until(lambda: c.lookup(key, timeout=30) == self.reference[key], 60,
+                         "right answers once PostgreSQL runs again", interval=0.2)
 
 
 if __name__ == "__main__":
