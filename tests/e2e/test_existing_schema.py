@@ -7,8 +7,8 @@ dovecot-sql.conf.ext given to maildictd as they are. A real Dovecot 2.3 logs the
 delivers to them over LMTP: to a user, to the catch-all, to a list alias. Unknown and inactive
 recipients get 550. The database ends with no table of maildict's.
 
-The three-table schema runs again on PostgreSQL (tests/data/existing/three-pg: the same tables,
-a table-postgres file and a pgsql dovecot-sql file) in a private cluster. On every setup, with
+The three-table schema runs again on PostgreSQL (its schema.sql, with tests/data/existing/three-pg's
+table-postgres file and pgsql dovecot-sql file) in a private cluster. On every setup, with
 maildictd's cache on, a password changed by plain SQL from another connection is seen within
 1 s (old refused, new accepted); on PostgreSQL, where no trigger tells maildictd of a change in
 someone else's schema, the test also proves from /metrics that answers really came from the
@@ -46,6 +46,7 @@ class ExistingSchema(h.MailFlow, h.DaemonsTestCase):
     test_5 changes and the SQL condition that selects its row."""
     DAEMONS = ("smtpd", "dovecot", "maildictd")
     KIND = None
+    SCHEMA = None   # the folder whose schema.sql to load, when not KIND's own
     BACKEND = "sqlite"
     CHANGED_LOGIN = None
     CHANGED_ROW = None
@@ -61,7 +62,7 @@ class ExistingSchema(h.MailFlow, h.DaemonsTestCase):
             os.chown(cls.vmail, h.NOBODY_UID, h.NOGROUP_GID)
             cls.db = cls.tmp.join("legacy.db")
             src = os.path.join(DATA, cls.KIND)
-            with open(os.path.join(src, "schema.sql")) as f:
+            with open(os.path.join(DATA, cls.SCHEMA or cls.KIND, "schema.sql")) as f:
                 schema = f.read().replace("@HASH@", bcrypt(PASSWORD))
             extra = {}
             if cls.BACKEND == "postgresql":
@@ -250,7 +251,8 @@ class ThreeTables(ExistingSchema):
 
 @unittest.skipIf(PG_MISSING, PG_MISSING)
 class ThreeTablesPostgres(ThreeTables):
-    KIND = "three-pg"
+    KIND = "three-pg"       # its table-postgres and pgsql dovecot-sql files
+    SCHEMA = "three"        # the same tables and rows
     BACKEND = "postgresql"
 
 
