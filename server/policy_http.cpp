@@ -371,8 +371,9 @@ class Session : public std::enable_shared_from_this<Session> {
       metrics().policy_report.inc();
       if (!r.success && shared_.outcomes && shared_.outcomes->failed_recently(r.login, kOutageReportWindow)) {
         // The login failed because maildict could not look it up: no password was checked.
+        // (debug: during an outage this would be one line per login; the metric counts them)
         metrics().policy_failures_not_counted.inc();
-        spdlog::info("policy: not counting the failed login of '{}' from {}: its passdb lookup had failed temporarily",
+        spdlog::debug("policy: not counting the failed login of '{}' from {}: its passdb lookup had failed temporarily",
                      printable(r.login), printable(r.remote));
         co_return make(req, http::status::no_content, {});
       }
