@@ -20,6 +20,7 @@
 #include "server/metrics.hpp"
 #include "server/policy_engine.hpp"
 #include "server/policy_http.hpp"
+#include "server/stop_watchdog.hpp"
 #include "storage/pool.hpp"
 #include "storage/sql_session.hpp"
 #include "storage/backend_factory.hpp"
@@ -27,6 +28,8 @@
 namespace {
 
 constexpr const char* default_config = "/etc/maildict/maildict.conf";
+// A stop normally takes milliseconds; one that waits on a hung database ends after this.
+constexpr std::chrono::milliseconds kStopGrace{10000};
 
 void usage(std::FILE* to) {
   std::fprintf(to,
@@ -46,7 +49,9 @@ Options:
   -V, --version       print the version and exit
   -h, --help          print this help and exit
 
-Signals: SIGTERM or SIGINT stop the daemon cleanly; SIGHUP empties the answer cache.
+Signals: SIGTERM or SIGINT stop the daemon cleanly (exit status 0; 1 if queries
+to a database that no longer answers were still running 10 s later); SIGHUP
+empties the answer cache.
 Example: printf 'H3\t2\t0\t\tmaildict\nLshared/passdb/john@example.org\t\n' |
            socat -t1 - UNIX-CONNECT:/run/maildict/dict.sock
 )",
@@ -129,6 +134,9 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
 
   try {
+    // Declared first so that it outlives (and bounds) every destructor that may wait for the
+    // database: the pool's threads and the change listener.
+    maildict::server::StopWatchdog stop_watchdog;
     maildict::server::DictServer server(config);
     server.bind();
     // The policy listener binds before privileges are dropped too; it reaches the database
@@ -198,6 +206,8 @@ int main(int argc, char** argv) {
       policy_server->start();
     }
     server.run(service);
+    spdlog::info("stopping");
+    stop_watchdog.arm(kStopGrace, 1);
     if (policy_server) policy_server->stop();  // saves the policy state while the database is open
     pool.stop();
     spdlog::info("stopped");

@@ -22,7 +22,8 @@ again in the same data directory. Checked:
     process, and from then on only right answers.
 A hung server (every PostgreSQL process stopped with SIGSTOP): cached answers stop within about
 a second (the listener's ping goes unanswered), F never N, and right answers come back once it
-runs again. And maildictd started while PostgreSQL is down: it starts, answers F (never N), and serves
+runs again; a maildictd stopped while the server hangs ends by itself (exit 1, after its 10 s
+grace) instead of waiting for the server. And maildictd started while PostgreSQL is down: it starts, answers F (never N), and serves
 normally once PostgreSQL is up; with an empty database it creates the schema then, and a user
 added afterwards by another program is served within 1 s (its negative answer was cached).
 """
@@ -322,6 +323,43 @@ class PgRestart(unittest.TestCase):
                     os.kill(pid, signal.SIGCONT)
             h.wait_until(lambda: c.lookup(key, timeout=30) == self.reference[key], 60,
                          "right answers once PostgreSQL runs again", interval=0.2)
+
+    def test_6_stop_while_server_hangs(self):
+        # SIGTERM while PostgreSQL hangs: the change listener is stuck in its ping (and a pool
+        # thread whose query was sent may be stuck too), and libpq has no client-side timeout on
+        # a UNIX socket, so a stop that waited for them would wait until the server runs again
+        # (systemd would have to SIGKILL it). Without the stop watchdog this test fails: the
+        # log says "stopped" and the process never exits.
+        # maildictd must end by itself, say why in its log, and exit non-zero (it could not
+        # finish cleanly); the harness would SIGKILL it only after 30 s, and the exit code
+        # tells the two apart.
+        d = h.start_maildictd(self.tmp.path, self.demo.database, name="maildictd-hang",
+                              socket=self.tmp.join("hang.sock"), cache_entries=1000,
+                              db_connections=2, request_timeout="2s")
+        procs = []
+        try:
+            with h.DictClient(d.socket) as c:
+                c.hello()
+                self.assertTrue(c.lookup(b"shared/passdb/john@example.org").startswith(b"O"))
+                procs = self.pg.processes()
+                for pid in procs:
+                    os.kill(pid, signal.SIGSTOP)
+                # a lookup nobody asked before goes to a pool thread: F, not N
+                reply = c.lookup(b"shared/passdb/user%d@bulk.example" % next(self.fresh_ids),
+                                 timeout=30)
+                self.assertTrue(reply.startswith(b"F"), reply[:80])
+            rc = h.kill_and_wait(d.proc, signal.SIGTERM, timeout=h.STOP_TIMEOUT)
+            d.returncode = rc
+            log = d.log_text()
+            self.assertEqual(rc, 1, "maildictd did not end by itself (rc %s); log:\n%s"
+                             % (rc, h.tail(d.log_path)))
+            self.assertIn("exiting without waiting", log)
+            d.check_log_has_no_secrets()
+        finally:
+            for pid in procs:
+                os.kill(pid, signal.SIGCONT)
+            if d.alive():
+                d.kill()
 
 
 if __name__ == "__main__":
