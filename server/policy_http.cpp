@@ -371,7 +371,7 @@ class Session : public std::enable_shared_from_this<Session> {
       metrics().policy_report.inc();
       if (!r.success && shared_.outcomes && shared_.outcomes->failed_recently(r.login, kOutageReportWindow)) {
         // The login failed because maildict could not look it up: no password was checked.
-        // (debug: during an outage this would be one line per login; the metric counts them)
+        // Debug level: an outage would log one line per login; the metric counts them.
         metrics().policy_failures_not_counted.inc();
         spdlog::debug("policy: not counting the failed login of '{}' from {}: its passdb lookup had failed temporarily",
                      printable(r.login), printable(r.remote));

@@ -37,8 +37,8 @@ class StopWatchdog {
     thread_ = std::thread([this, grace, exit_code] {
       std::unique_lock lock(mutex_);
       if (wake_.wait_for(lock, grace, [this] { return done_; })) return;
-      spdlog::error("stopping took more than {} ms: the database does not answer (queries in flight cannot be "
-                    "cancelled); exiting without waiting for it",
+      spdlog::error("stopping took more than {} ms, most likely waiting for a database that does not answer "
+                    "(a query in flight cannot be cancelled); exiting without waiting any longer",
                     grace.count());
       spdlog::default_logger()->flush();
       std::_Exit(exit_code);

@@ -23,9 +23,10 @@ again in the same data directory. Checked:
 A hung server (every PostgreSQL process stopped with SIGSTOP): cached answers stop within about
 a second (the listener's ping goes unanswered), F never N, and right answers come back once it
 runs again; a maildictd stopped while the server hangs ends by itself (exit 1, after its 10 s
-grace) instead of waiting for the server. And maildictd started while PostgreSQL is down: it starts, answers F (never N), and serves
-normally once PostgreSQL is up; with an empty database it creates the schema then, and a user
-added afterwards by another program is served within 1 s (its negative answer was cached).
+grace) instead of waiting for the server. And maildictd started while PostgreSQL is down: it
+starts, answers F (never N), and serves normally once PostgreSQL is up; with an empty database
+it creates the schema then, and a user added afterwards by another program is served within 1 s
+(its negative answer was cached).
 """
 import itertools
 import os
@@ -327,12 +328,11 @@ class PgRestart(unittest.TestCase):
     def test_6_stop_while_server_hangs(self):
         # SIGTERM while PostgreSQL hangs: the change listener is stuck in its ping (and a pool
         # thread whose query was sent may be stuck too), and libpq has no client-side timeout on
-        # a UNIX socket, so a stop that waited for them would wait until the server runs again
-        # (systemd would have to SIGKILL it). Without the stop watchdog this test fails: the
-        # log says "stopped" and the process never exits.
-        # maildictd must end by itself, say why in its log, and exit non-zero (it could not
-        # finish cleanly); the harness would SIGKILL it only after 30 s, and the exit code
-        # tells the two apart.
+        # a UNIX socket, so a stop that waited for them would wait until the server runs again.
+        # maildictd must end by itself after its 10 s grace, say why in its log, and exit 1 (it
+        # could not finish cleanly). The harness sends SIGKILL only after 30 s, and the exit
+        # code tells the two apart: without the stop watchdog the log says "stopped" and the
+        # process never exits, so this test fails.
         d = h.start_maildictd(self.tmp.path, self.demo.database, name="maildictd-hang",
                               socket=self.tmp.join("hang.sock"), cache_entries=1000,
                               db_connections=2, request_timeout="2s")
