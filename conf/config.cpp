@@ -351,8 +351,10 @@ Config parse_config(const std::string& text, const std::string& name, bool read_
   for (const auto& [file, db] : config.existing_database) {
     auto explicit_db = seen_at.find("database");
     if (explicit_db != seen_at.end() && config.database != db)
+      // The file is named, not its database: describing a conninfo safely takes libpq, and
+      // table-maildict (which parses this file too) is linked statically without it.
       throw ConfigError(name + ":" + std::to_string(explicit_db->second) + ": database: " + file +
-                        " names another database (" + storage::describe_database(db) + ")");
+                        " names another database (its dbpath/conninfo line); drop `database` or make them agree");
     if (config.existing_database.front().second != db)
       throw ConfigError(name + ": " + config.existing_database.front().first + " and " + file +
                         " name different databases; maildictd serves one");
