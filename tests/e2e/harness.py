@@ -279,8 +279,8 @@ def tail(path, n=60):
 class TempDir:
     """`with TempDir() as t:` -> t.path, a fresh directory that others can traverse (0755)."""
 
-    def __init__(self, prefix="maildict-e2e-"):
-        self.path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    def __init__(self, prefix="maildict-e2e-", dir="/tmp"):
+        self.path = tempfile.mkdtemp(prefix=prefix, dir=dir)
         os.chmod(self.path, 0o755)
         _live_tempdirs.append(self)
 
@@ -1668,9 +1668,12 @@ class Smtpd:
         except BaseException:
             self.stop(check=False)
             raise
-        log("smtpd %s pid %d (ports %s, %s)" % (smtpd_version(self.smtpd), self.proc.pid,
+        log("smtpd %s pid %d (ports %s, %s)" % (self.version(), self.proc.pid,
                                                 self.ports, self.conf_path))
         return self
+
+    def version(self):
+        return smtpd_version(self.smtpd)
 
     @staticmethod
     def _greets(port):

@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Real OpenSMTPD 7.6.0p1 (Debian 13) with table-maildict over the text table protocol
+(issue 13, item 4).
+
+smtpd runs from the Debian 13 tree with chroot (tests/e2e/smtpd76.py), on
+packaging/smtpd/smtpd.conf changed only in paths and ports; it spawns the statically linked
+table-maildict inside the tree, as the tree's opensmtpd (uid 100). maildictd and Dovecot 2.3
+(LMTP and IMAP) run on the host; their UNIX sockets live in the test directory inside the tree,
+so smtpd's tables and its mail.lmtp reach them. maildictd's socket is 0660 with the group whose
+gid is the tree's opensmtpd group: exactly the tables get in, as the README asks on a real host.
+
+Checked, as with 6.8/7.4 (test_smtpd_delivery.py, test_smtpd_auth.py): the tables are our
+program, one per table line, spoken to in the text protocol; delivery to a user, a list alias
+(two mailboxes), the catch-all, a +tag and an alias domain; 550 for unknown recipients; with
+maildictd stopped RCPT and AUTH fail temporarily and smtpd stays up, then mail flows again;
+STARTTLS + AUTH 235/535 through `credentials`; `senders` enforced. Nothing bounces.
+Without the tree the test skips, or fails when MAILDICT_REQUIRE_PEERS=1.
+"""
+import os
+import secrets
+import smtplib
+import sqlite3
+import ssl
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+import smtpd76  # noqa: E402
+
+MISSING = smtpd76.missing()
+TABLES = ("domains", "recipients", "userinfo", "passwords", "sendas")
+
+
+@unittest.skipIf(MISSING and not smtpd76.peers_required(), MISSING)
+class Smtpd76(h.MailFlow, h.DaemonsTestCase):
+    DAEMONS = ("smtpd", "dovecot", "maildictd")
+
+    @classmethod
+    def setUpClass(cls):
+        if MISSING:
+            raise AssertionError("MAILDICT_REQUIRE_PEERS=1 but: " + MISSING)
+        h.require_programs()
+        cls.tmp = smtpd76.TreeTempDir()
+        cls.maildictd = None
+        cls.dovecot = None
+        cls.smtpd = None
+        try:
+            cls.vmail = cls.tmp.join("vmail")
+            os.makedirs(cls.vmail)
+            os.chown(cls.vmail, h.NOBODY_UID, h.NOGROUP_GID)
+            os.chmod(cls.vmail, 0o755)
+            db = h.make_demo_db(cls.tmp.path)
+            cls.bob_home = os.path.join(cls.vmail, "custom", "bob")
+            with sqlite3.connect(db) as c:
+                n = c.execute("UPDATE users SET uid = NULL, gid = NULL, home = ? "
+                              "WHERE local_part = 'bob' AND domain = 'example.net'",
+                              (cls.bob_home,)).rowcount
+            assert n == 1, "the demo data has no bob@example.net"
+            cls.table_uid, table_gid = smtpd76.tree_account("opensmtpd")
+            group = smtpd76.host_group_name(table_gid)
+            if group is None:
+                raise AssertionError("no host group has gid %d (the tree's opensmtpd group): "
+                                     "cannot give the socket to exactly the tables" % table_gid)
+            socket = cls.tmp.check_socket_path(cls.tmp.join("dict.sock"))
+            cls.maildictd = h.start_maildictd(cls.tmp.path, db_path=db, socket=socket,
+                                              socket_mode="0660", socket_group=group)
+            cls.dovecot = h.start_dovecot(cls.tmp.path, cls.maildictd.socket,
+                                          idle_msecs=60000, imap=True, lmtp=True)
+            cls.tmp.check_socket_path(cls.dovecot.lmtp_socket)
+            # The tables' maildict.conf: maildictd's, with the socket as the chroot sees it.
+            table_conf = cls.tmp.join("table-maildict.conf")
+            with open(cls.maildictd.conf_path) as f:
+                text = f.read()
+            with open(table_conf, "w") as f:
+                f.write(text.replace("socket = %s\n" % socket,
+                                     "socket = %s\n" % smtpd76.in_tree(socket)))
+            os.chmod(table_conf, 0o644)
+            cert, key = h.make_self_signed_cert(cls.tmp.path)
+            cls.port = h.free_tcp_port()
+            cls.submission = h.free_tcp_port()
+            conf = h.shipped_smtpd_conf(smtpd76.in_tree(table_conf),
+                                        smtpd76.in_tree(cls.dovecot.lmtp_socket),
+                                        {25: cls.port, 587: cls.submission},
+                                        cert=smtpd76.in_tree(cert), key=smtpd76.in_tree(key))
+            cls.smtpd = smtpd76.ChrootSmtpd(cls.tmp.path, conf, ports=[cls.port, cls.submission],
+                                            trace=("lookup", "rules")).start()
+        except BaseException:
+            cls._dump_logs()
+            cls.tearDownClass()
+            raise
+
+    # ---- helpers (the SMTP and Maildir ones are h.MailFlow's) ----
+
+    def home(self, address):
+        local, domain = address.split("@")
+        return os.path.join(self.vmail, domain, local)
+
+    def assert_delivered_to(self, user, token, maildir=None):
+        maildir = maildir or os.path.join(self.home(user), "Maildir")
+        files = self.wait_delivered(maildir, token)
+        self.assertEqual(len(files), 1, "delivered %d times to %s: %r" % (len(files), user, files))
+        st = os.stat(files[0])
+        self.assertEqual((st.st_uid, st.st_gid), (h.NOBODY_UID, h.NOGROUP_GID))
+        self.assertEqual(self.imap_count(user, h.DEMO_PASSWORDS[user], token), 1,
+                         "IMAP login %s does not see message %s" % (user, token))
+
+    def submission_login(self, user, password):
+        """STARTTLS then one AUTH PLAIN exchange -> (code, message, connection)."""
+        s = smtplib.SMTP("127.0.0.1", self.submission, timeout=h.SMTP_TIMEOUT)
+        self.addCleanup(self._quit, s)
+        s.ehlo("client.test")
+        self.assertFalse(s.has_extn("auth"), "AUTH offered in clear text: %r" % s.esmtp_features)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE      # the test's self-signed certificate
+        code, msg = s.starttls(context=ctx)
+        self.assertEqual(code, 220, msg)
+        s.ehlo("client.test")
+        self.assertTrue(s.has_extn("auth"), "no AUTH after STARTTLS: %r" % s.esmtp_features)
+        s.user, s.password = user, password
+        try:
+            code, msg = s.auth("PLAIN", s.auth_plain)
+        except smtplib.SMTPAuthenticationError as e:
+            code, msg = e.smtp_code, e.smtp_error
+        except smtplib.SMTPServerDisconnected as e:
+            code, msg = 421, str(e)      # a 421 reply closes the connection
+        return code, msg, s
+
+    def assert_alive(self):
+        self.assertTrue(self.smtpd.alive(), "smtpd 7.6 exited:\n%s" % h.tail(self.smtpd.log_path, 40))
+
+    # ---- tests ----
+
+    def test_0_tables_are_table_maildict_in_the_tree(self):
+        self.assertTrue(self.smtpd.version().startswith("7.6"), self.smtpd.version())
+        # smtpd spawns the tables at startup; one process per `table` line, argv[0] = its name,
+        # running as the tree's opensmtpd: the static table-maildict ran on trixie's kernel ABI
+        # alone and finished the text handshake (smtpd exits if a table does not).
+        procs = self.smtpd.table_processes()
+        self.assertEqual(sorted(p[0] for p in procs), sorted(TABLES), procs)
+        self.assertEqual({p[1] for p in procs}, {self.table_uid}, procs)
+        self.assert_alive()
+
+    def test_1_user(self):
+        t = self.send(["john@example.org"])
+        self.assert_delivered_to("john@example.org", t)
+
+    def test_2_list_alias(self):
+        t = self.send(["postmaster@example.org"])
+        self.assert_delivered_to("john@example.org", t)
+        self.assert_delivered_to("jane@example.org", t)
+
+    def test_3_catch_all(self):
+        t = self.send(["nobody-%s@example.net" % secrets.token_hex(3)])
+        self.assert_delivered_to("bob@example.net", t, maildir=os.path.join(self.bob_home, "Mail"))
+
+    def test_4_sub_address(self):
+        t = self.send(["John+Lists@Example.org"])
+        self.assert_delivered_to("john@example.org", t)
+
+    def test_5_alias_domain(self):
+        t = self.send(["john@example.com"])
+        self.assert_delivered_to("john@example.org", t)
+        self.assertFalse(os.path.exists(os.path.join(self.vmail, "example.com")))
+
+    def test_6_unknown_recipients_get_550(self):
+        for rcpt in ("nosuch@example.org", "nosuch@example.com", "john@not-served.test",
+                     "ghost@disabled.example"):
+            code, msg = self.rcpt_reply(rcpt)
+            self.assertEqual(code, 550, "RCPT TO:<%s> -> %d %r" % (rcpt, code, msg))
+        self.assert_alive()
+
+    def test_7_auth_through_credentials(self):
+        for login, user in (("john@example.org", "john@example.org"),      # bcrypt
+                            ("John@Example.org", "john@example.org"),
+                            ("jane@example.org", "jane@example.org")):     # SHA512-CRYPT
+            code, msg, s = self.submission_login(login, h.DEMO_PASSWORDS[user])
+            self.assertEqual(code, 235, "%s -> %d %r" % (login, code, msg))
+        for user, password in (("john@example.org", "wrong-password"),
+                               ("jane@example.org", h.DEMO_PASSWORDS["jane@example.org"].upper()),
+                               ("nosuch@example.org", "whatever"),
+                               ("eve@example.org", h.DEMO_PASSWORDS["eve@example.org"])):
+            code, msg, s = self.submission_login(user, password)
+            self.assertEqual(code, 535, "%s/%r -> %d %r" % (user, password, code, msg))
+        self.assert_alive()
+
+    def test_8_senders(self):
+        code, msg, s = self.submission_login("john@example.org", h.DEMO_PASSWORDS["john@example.org"])
+        self.assertEqual(code, 235, msg)
+        for sender in ("john@example.org", "sales@example.org", "john+tag@example.org"):
+            code, msg = s.mail(sender)
+            s.rset()
+            self.assertEqual(code, 250, "john as <%s> -> %d %r" % (sender, code, msg))
+        for sender in ("jane@example.org", "postmaster@example.org", "someone@elsewhere.test"):
+            code, msg = s.mail(sender)
+            s.rset()
+            self.assertTrue(500 <= code < 600, "john as <%s> -> %d %r" % (sender, code, msg))
+
+    def test_9_maildictd_stopped_then_back(self):
+        md = type(self).maildictd
+        md.stop()
+        type(self).maildictd = None
+        try:
+            for rcpt in ("john@example.org", "postmaster@example.org", "x@example.net"):
+                code, msg = self.rcpt_reply(rcpt)
+                self.assertEqual(code, 451, "RCPT TO:<%s> with maildictd down -> %d %r"
+                                 % (rcpt, code, msg))
+            code, msg, s = self.submission_login("john@example.org",
+                                                 h.DEMO_PASSWORDS["john@example.org"])
+            self.assertTrue(400 <= code < 500, "AUTH with maildictd down -> %d %r" % (code, msg))
+            self.assert_alive()
+        finally:
+            again = h.Maildictd(self.tmp.path, md.conf, name="maildictd")
+            type(self).maildictd = again.start()
+        t = self.send(["john@example.org"])
+        self.assert_delivered_to("john@example.org", t)
+        code, msg, s = self.submission_login("john@example.org", h.DEMO_PASSWORDS["john@example.org"])
+        self.assertEqual(code, 235, msg)
+        self.assert_alive()
+
+    def test_z_nothing_bounced_or_left_in_the_queue(self):
+        h.wait_until(lambda: not self.smtpd.queued_files(), h.DELIVERY_TIMEOUT,
+                     "an empty smtpd queue (%r)" % self.smtpd.queued_files(), interval=0.2)
+        text = self.smtpd.log_text()
+        for bad in ("result=PermFail", "result=TempFail", "result=Loop"):
+            lines = [l for l in text.splitlines() if bad in l]
+            self.assertEqual(lines, [], "smtpd log has %r" % bad)
+        # smtpd's word on its tables: only the `error|...` answers of test_9's outage (a bad
+        # reply or a closed pipe would read "bad response" / "pipe closed" and stop smtpd)
+        table_lines = [l for l in text.splitlines() if "table-proc:" in l]
+        self.assertTrue(table_lines, "test_9's outage left no trace in smtpd's log")
+        for l in table_lines:
+            self.assertRegex(l, r"table-proc: \w+ (check|lookup) failed: connect: ", table_lines)
+        self.assertIn("result=Ok", text)
+        self.assertEqual(len(self.smtpd.table_processes()), len(TABLES))
+        self.assert_alive()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
