@@ -60,13 +60,17 @@ class Smtpd76(h.MailFlow, h.DaemonsTestCase):
                               (cls.bob_home,)).rowcount
             assert n == 1, "the demo data has no bob@example.net"
             cls.table_uid, table_gid = smtpd76.tree_account("opensmtpd")
+            # maildictd takes a group name, resolved on the host: the host's name for the
+            # tree's gid. A host without such a group gets a world-connectable socket (in a
+            # private directory) rather than a spurious failure.
             group = smtpd76.host_group_name(table_gid)
+            access = {"socket_mode": "0660", "socket_group": group}
             if group is None:
-                raise AssertionError("no host group has gid %d (the tree's opensmtpd group): "
-                                     "cannot give the socket to exactly the tables" % table_gid)
+                h.log("no host group has gid %d (the tree's opensmtpd): socket mode 0666"
+                      % table_gid)
+                access = {"socket_mode": "0666", "socket_group": "root"}
             socket = cls.tmp.check_socket_path(cls.tmp.join("dict.sock"))
-            cls.maildictd = h.start_maildictd(cls.tmp.path, db_path=db, socket=socket,
-                                              socket_mode="0660", socket_group=group)
+            cls.maildictd = h.start_maildictd(cls.tmp.path, db_path=db, socket=socket, **access)
             cls.dovecot = h.start_dovecot(cls.tmp.path, cls.maildictd.socket,
                                           idle_msecs=60000, imap=True, lmtp=True)
             cls.tmp.check_socket_path(cls.dovecot.lmtp_socket)
