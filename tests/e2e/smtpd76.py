@@ -20,7 +20,6 @@ shared tree itself is never written.
 """
 
 import os
-import pwd
 import grp
 import re
 import shutil
