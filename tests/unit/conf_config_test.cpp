@@ -2,6 +2,11 @@
 
 #include "conf/config.hpp"
 
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+
 using maildict::conf::ConfigError;
 using maildict::conf::parse_config;
 
@@ -100,4 +105,21 @@ TEST_CASE("postgresql: conninfo, replica, pool default and secret-free descripti
   // A replica only makes sense with PostgreSQL.
   CHECK(error_of("database_replica = postgresql:host=r\n").find("needs database = postgresql") != std::string::npos);
   CHECK(parse_config("cache_serve_stale = 0\n", "t.conf").cache_serve_stale.count() == 0);
+}
+
+TEST_CASE("an existing schema naming another database than `database`: the file is named, no secret") {
+  // The error names the file rather than describing its conninfo: describing one safely takes
+  // libpq, which table-maildict-static (it parses this file too) is linked without.
+  char path[] = "/tmp/maildict-conf-test-XXXXXX";
+  int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  std::ofstream(path) << "conninfo host=/run/postgresql dbname=mail password=s3cret\nquery_domain SELECT 1\n";
+  std::string e = error_of(std::string("database = sqlite:/var/lib/maildict/directory.db\nsmtpd_table_config = ") +
+                           path + "\n");
+  ::unlink(path);
+  CHECK(e.starts_with("test.conf:1: database: "));
+  CHECK(e.find(path) != std::string::npos);
+  CHECK(e.find("names another database") != std::string::npos);
+  CHECK(e.find("s3cret") == std::string::npos);
 }
