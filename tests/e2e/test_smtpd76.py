@@ -78,9 +78,10 @@ class Smtpd76(h.MailFlow, h.DaemonsTestCase):
             table_conf = cls.tmp.join("table-maildict.conf")
             with open(cls.maildictd.conf_path) as f:
                 text = f.read()
+            line = "socket = %s\n" % socket
+            assert text.count(line) == 1, "no %r in %s" % (line, cls.maildictd.conf_path)
             with open(table_conf, "w") as f:
-                f.write(text.replace("socket = %s\n" % socket,
-                                     "socket = %s\n" % smtpd76.in_tree(socket)))
+                f.write(text.replace(line, "socket = %s\n" % smtpd76.in_tree(socket)))
             os.chmod(table_conf, 0o644)
             cert, key = h.make_self_signed_cert(cls.tmp.path)
             cls.port = h.free_tcp_port()
