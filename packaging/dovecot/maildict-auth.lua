@@ -261,9 +261,9 @@ local function is_dovecot24(req)
 end
 
 local function fetch(req, what)
+  -- errors are returned, not logged here: Dovecot logs the message of an internal failure
   local outcome, value = lookup("shared/" .. what .. "/" .. req.user)
   if outcome == nil then
-    req:log_error(value)
     return nil, value
   end
   if outcome == "unknown" then
@@ -271,9 +271,7 @@ local function fetch(req, what)
   end
   local fields = decode_object(value)
   if not fields then
-    local msg = "maildictd's " .. what .. " answer for this user is not a flat JSON object"
-    req:log_error(msg)
-    return nil, msg
+    return nil, "maildictd's " .. what .. " answer for this user is not a flat JSON object"
   end
   return "found", fields
 end

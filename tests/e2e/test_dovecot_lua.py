@@ -182,6 +182,39 @@ class LuaRouteBase:
         self.assertEqual(rc, 0, text)
         self.assertEqual(users, sorted(h.ACTIVE_USERS), text)
 
+    # ---- Dovecot 2.4's own dict client bytes (captured from 2.4.1) ----
+
+    def test_major4_handshake_in_separate_writes(self):
+        with h.DictClient(self.maildictd.socket) as c:
+            c.send(b"H4\t0\t0\t\tauthdict\n")   # the handshake alone, as 2.4 sometimes sends it
+            time.sleep(0.2)
+            c.send(b"Lshared/passdb/jane@example.org")
+            time.sleep(0.1)
+            c.send(b"\t\n")
+            fields, aid = c.read_reply()
+            self.assertIsNotNone(aid)   # major 4 gets async ids
+            self.assertTrue(fields[0].startswith(b"O{"), fields)
+            self.assertIn(b'"user":"jane@example.org"', fields[0])
+            # a key maildict does not serve fails loudly, it is not "not found"
+            c.send(b"Lshared/quota/example.org/john\tjohn@example.org\n")
+            fields, _ = c.read_reply()
+            self.assertTrue(fields[0].startswith(b"F"), fields)
+            self.assertIn(b"unmapped key", fields[0])
+            # user iteration with 2.4's empty user field
+            c.send(b"I0\t0\tshared/userdb/\t\n")
+            first = c.read_line()
+            self.assertTrue(first.startswith(b"*"), first)
+            prefix = b"+" + first[1:] + b"\t"
+            users = set()
+            while True:
+                line = c.read_line()
+                self.assertTrue(line.startswith(prefix), line)
+                rest = line[len(prefix):]
+                if not rest:
+                    break
+                users.add(h.unescape(rest[1:].split(b"\t")[0]).decode())
+            self.assertEqual(users, {"shared/userdb/" + u for u in h.ACTIVE_USERS})
+
     # ---- IMAP ----
 
     def imap(self, login):
