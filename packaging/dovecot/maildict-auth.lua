@@ -311,6 +311,12 @@ local function mail_location_24(fields, req)
   if path ~= "" then
     fields.mail_path = path
   end
+  -- In 2.3 a maildir/sdbox/mdbox INBOX lives inside the mail path unless INBOX= says
+  -- otherwise. 2.4 takes mail_inbox_path from dovecot.conf, and Debian 13's stock 10-mail.conf
+  -- sets it to /var/mail/%{user} (for its mbox default): an empty value restores the 2.3 INBOX.
+  if fields.mail_driver ~= "mbox" then
+    fields.mail_inbox_path = ""
+  end
   for n = 3, #parts do
     local k, v = parts[n]:match("^(%u+)=(.*)$")
     if k == "LAYOUT" and v == "fs" then

@@ -238,6 +238,11 @@ class Dovecot24:
             "auth_internal_failure_delay = 0",
             "first_valid_uid = 1",
             "first_valid_gid = 1",
+            # Debian 13's stock conf.d/10-mail.conf: an operator keeps it, and the mail location
+            # maildict-auth.lua hands over must win over it (its INBOX in /var/mail included)
+            "mail_driver = mbox",
+            "mail_path = %{home}/mail",
+            "mail_inbox_path = /var/mail/%{user}",
             "!include %s" % tree.inside(snippet),
         ]
         if imap:
