@@ -311,11 +311,12 @@ local function mail_location_24(fields, req)
   if path ~= "" then
     fields.mail_path = path
   end
-  -- In 2.3 a maildir/sdbox/mdbox INBOX lives inside the mail path unless INBOX= says
-  -- otherwise. 2.4 takes mail_inbox_path from dovecot.conf, and Debian 13's stock 10-mail.conf
-  -- sets it to /var/mail/%{user} (for its mbox default): an empty value restores the 2.3 INBOX.
-  if fields.mail_driver ~= "mbox" then
-    fields.mail_inbox_path = ""
+  -- 2.3 kept a Maildir's INBOX in the Maildir itself. 2.4 does not by default: with an unset
+  -- or empty mail_inbox_path it opens a new, empty "<mail_path>/.INBOX", and Debian 13's stock
+  -- 10-mail.conf sets mail_inbox_path = /var/mail/%{user} (for its mbox default). Naming the
+  -- Maildir itself keeps the INBOX that 2.3 filled (checked with 2.4.1). INBOX= below wins.
+  if fields.mail_driver == "maildir" and path ~= "" then
+    fields.mail_inbox_path = path
   end
   for n = 3, #parts do
     local k, v = parts[n]:match("^(%u+)=(.*)$")

@@ -313,8 +313,8 @@ class Dovecot24Lua(LuaRouteBase, unittest.TestCase):
         self.assertNotIn("mail", f)
         self.assertEqual(f.get("mail_driver"), "maildir", f)
         self.assertEqual(f.get("mail_path"), home + "/" + maildir, f)
-        # INBOX inside the Maildir, as in 2.3, whatever dovecot.conf's mail_inbox_path says
-        self.assertEqual(f.get("mail_inbox_path"), "", f)
+        # INBOX is the Maildir itself, as in 2.3, whatever dovecot.conf's mail_inbox_path says
+        self.assertEqual(f.get("mail_inbox_path"), home + "/" + maildir, f)
 
     def test_dovecot24_dict_client(self):
         rc, out, err = self.doveadm("dict", "get", "", "shared/passdb/" + JOHN)
