@@ -22,6 +22,7 @@ import imaplib
 import os
 import shutil
 import signal
+import sqlite3
 import sys
 import time
 import unittest
@@ -146,6 +147,7 @@ class LuaRouteBase:
         self.assert_login("john_example.org", h.DEMO_PASSWORDS[JOHN], JOHN)
         self.assert_login("john_doe_example.org", h.DEMO_PASSWORDS["john_doe@example.org"],
                           "john_doe@example.org")
+        self.assert_login("JOHN@Example.ORG", h.DEMO_PASSWORDS[JOHN], JOHN)   # lowercased
 
     def test_disabled_and_unknown_users_are_unknown(self):
         self.assert_refused("eve@example.org", h.DEMO_PASSWORDS["eve@example.org"])
@@ -176,6 +178,23 @@ class LuaRouteBase:
         self.check_mail_fields(b, h.BOB["home"], "Mail")
         # the other spelling reaches the same row
         self.assertEqual(self.user_fields("john_example.org").get("home"), home)
+
+    def test_values_that_need_escaping_arrive_intact(self):
+        # JSON escapes (quote, backslash), UTF-8 and a TAB-free but spaced path survive
+        # maildict's JSON writer, the dict protocol's escaping and the script's decoder
+        home = '/var/vmail/odd "q" \\ caf\u00e9 x'
+        db = sqlite3.connect(self.conf["database"].split(":", 1)[1], timeout=30)
+        try:
+            with db:
+                db.execute("INSERT INTO users (local_part, domain, home, uid, gid, active) "
+                           "VALUES ('odd', 'example.org', ?, 4321, 4321, 1)", (home,))
+            f = self.user_fields("odd@example.org")
+            self.assertEqual(f.get("home"), home, f)
+            self.assertEqual((f.get("uid"), f.get("gid")), ("4321", "4321"), f)
+        finally:
+            with db:
+                db.execute("DELETE FROM users WHERE local_part = 'odd' AND domain = 'example.org'")
+            db.close()
 
     def test_iteration_lists_exactly_the_active_users(self):
         rc, users, text = self.list_users()
