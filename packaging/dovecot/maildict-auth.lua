@@ -4,8 +4,8 @@
 -- passdb/userdb "dict" driver any more. It speaks maildict's dict protocol on maildictd's UNIX
 -- socket with lua-socket, asking exactly what the 2.3 dict driver asks (shared/passdb/<user>,
 -- shared/userdb/<user>, iteration of shared/userdb/), so maildictd serves both the same way and
--- an operator can replay any lookup with socat (README, "A session with socat").
--- Needs: dovecot-auth-lua and lua-socket (Debian), configuration in 40-maildict-lua.conf
+-- an operator can replay any lookup with socat (README, "Ask it by hand").
+-- Needs: dovecot-auth-lua and lua-socket (Debian), configuration in 10-maildict-2.4.conf
 -- (Dovecot 2.4) or 10-maildict-lua.conf (Dovecot 2.3).
 --
 -- Settings (Dovecot 2.4: lua_settings { } in the passdb/userdb block; Dovecot 2.3, which has
@@ -43,10 +43,6 @@ function script_init(args)
   return 0   -- 2.3 checks it, 2.4 ignores it
 end
 
-function script_deinit()
-  disconnect()
-end
-
 -- ---- the dict protocol ---------------------------------------------------------------------
 
 -- Escaping as in Dovecot's dict protocol: \001 is the escape byte, TAB/LF/CR/NUL are escaped.
@@ -62,17 +58,21 @@ local function unescape(s)
   return (s:gsub("\001(.)", function(c) return UNESCAPE[c] or c end))
 end
 
--- One connection per auth process, kept open between lookups: maildictd answers in about a
--- tenth of a millisecond, a new connection and handshake per lookup would cost more than that.
--- Requests go one at a time, so the handshake asks for plain in-order replies (minor 0: no
--- "*<id>"/"+<id>" async ids to match up).
+-- One connection per auth process, kept open between lookups, so that a login costs one
+-- request and one reply, not a connect and a handshake as well. Requests go one at a time, so
+-- the handshake asks for plain in-order replies (minor 0: no "*<id>"/"+<id>" async ids to
+-- match up).
 local conn = nil
 
-function disconnect()
+local function disconnect()
   if conn then
     conn:close()
     conn = nil
   end
+end
+
+function script_deinit()
+  disconnect()
 end
 
 local function connect()
