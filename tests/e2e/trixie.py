@@ -258,13 +258,12 @@ class Dovecot24:
                 "}",
             ]
         if lmtp:
+            # the shipped LMTP snippet (the listener smtpd's mail.lmtp writes to, mode 0666)
+            lmtp_snippet = os.path.join(self.dir, "20-maildict-lmtp.conf")
+            shutil.copy(os.path.join(h.PACKAGING_DOVECOT, "20-maildict-lmtp.conf"), lmtp_snippet)
             conf += [
                 "postmaster_address = postmaster@example.org",
-                "service lmtp {",
-                "  unix_listener lmtp {",
-                "    mode = 0666",
-                "  }",
-                "}",
+                "!include %s" % tree.inside(lmtp_snippet),
             ]
         conf.append(extra)
         with open(self.conf_path, "w") as f:
