@@ -4,7 +4,8 @@
 #   packaging/install-deps.sh test    also the real peers the tests start (Dovecot, PostgreSQL, OpenSMTPD
 #                                     6.8, and 7.4 from bookworm-backports unpacked under
 #                                     /opt/maildict-test, see tests/e2e/fetch-smtpd-backports.sh)
-#                                     and clang for the fuzz targets
+#                                     and clang for the fuzz targets; the Debian 13 tree with
+#                                     Dovecot 2.4 and smtpd 7.6 (tests/e2e/trixie-tree.sh)
 # Needs root (or sudo). Services installed here are not started: the tests start their own.
 set -eu
 what=${1:-build}
@@ -17,12 +18,13 @@ if [ "$what" = test ]; then
   # postgresql: the tests start their own server with initdb/pg_ctl in a temporary directory;
   # dovecot-pgsql lets the benchmark compare with Dovecot's dict server on the same database.
   pkgs="$pkgs python3 clang libclang-rt-14-dev dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite
-        dovecot-pgsql opensmtpd openssl postgresql"
+        dovecot-pgsql dovecot-auth-lua lua-socket opensmtpd openssl postgresql"
 fi
 here=$(cd "$(dirname "$0")" && pwd)
 backports() {
   # smtpd 7.4 for the STARTTLS+AUTH test (6.8's TLS is broken with OpenSSL 3); idempotent
   [ "$what" = test ] && "$here/../tests/e2e/fetch-smtpd-backports.sh"
+  [ "$what" = test ] && "$here/../tests/e2e/trixie-tree.sh"   # Debian 13 peers (Dovecot 2.4, smtpd 7.6)
   return 0
 }
 

@@ -537,3 +537,42 @@ TEST_CASE("a reply value survives the round trip through escaping") {
   auto l = parsed_as<Lookup>("L" + std::string(line.substr(1)));
   CHECK(l.key == value);
 }
+
+// ---- Dovecot 2.4.1's own dict client ---------------------------------------------------------
+// Every line the real 2.4.1 client sent in the captured session (doveadm dict get/iter/set/inc
+// through `dict proxy { }`, and the last_login plugin): major 4, an empty handshake user, and
+// B with its third field, expire_secs.
+
+TEST_CASE("the Dovecot 2.4.1 dict client transcript") {
+  auto h = parsed_as<Hello>("H4\t0\t0\t\tauthdict");
+  CHECK(h == Hello{.major = 4, .minor = 0, .value_type = 0, .user = "", .dict_name = "authdict"});
+  auto style = reply_style_for(h);
+  REQUIRE(style);
+  CHECK(style->async_ids);   // the 2.4 client accepted both plain and *<id>/+<id> replies
+  CHECK(parsed_as<Hello>("H4\t0\t0\t\tlastlogin").dict_name == "lastlogin");
+
+  // doveadm dict get "" <key>: the user field is empty; with -u it is the user
+  CHECK(parsed("Lshared/passdb/jane@example.org\t") ==
+        Request{Lookup{.key = "shared/passdb/jane@example.org", .user = ""}});
+  CHECK(parsed("Lshared/quota/example.org/john\tjohn@example.org") ==
+        Request{Lookup{.key = "shared/quota/example.org/john", .user = "john@example.org"}});
+  // doveadm dict iter
+  CHECK(parsed("I0\t0\tshared/userdb/\t") ==
+        Request{Iterate{.flags = 0, .max_rows = 0, .path = "shared/userdb/", .user = ""}});
+  // doveadm dict set / inc, and last_login's transaction
+  CHECK(parsed_as<Begin>("B1\tjohn@example.org\t0") ==
+        Begin{.id = 1, .user = "john@example.org", .expire_secs = 0});
+  CHECK(parsed_as<Begin>("B1\t\t0") == Begin{.id = 1, .user = "", .expire_secs = 0});
+  CHECK(parsed_as<Set>("S1\tpriv/foo\tbar") == Set{.id = 1, .key = "priv/foo", .value = "bar"});
+  CHECK(parsed_as<Set>("S1\tshared/last-login/john@example.org\t1796395949").value == "1796395949");
+  CHECK(parsed_as<Commit>("C1").id == 1);
+  CHECK(parsed_as<AtomicInc>("A1\tshared/counter\t5") ==
+        AtomicInc{.id = 1, .key = "shared/counter", .diff = 5});
+}
+
+TEST_CASE("the 2.4 replies maildict sends: async ids, an F for a key it does not serve") {
+  std::string out;
+  append_async_id(out, 1);
+  append_lookup_failed(out, 1, "maildict: unmapped key: shared/quota/example.org/john");
+  CHECK(out == "*1\n+1\tFmaildict: unmapped key: shared/quota/example.org/john\n");
+}
