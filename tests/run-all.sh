@@ -10,6 +10,9 @@ set -eu
 cd "$(dirname "$0")/.."
 top=$(pwd)
 jobs=$(nproc)
+# A test that cannot find Dovecot, smtpd or PostgreSQL fails here instead of skipping
+# (tests/e2e/harness.py, needs_peer); by hand, without it, such a test skips and says so.
+export MAILDICT_REQUIRE_PEERS=1
 # Seconds per fuzz target; tests/fuzz/run-fuzz.sh reads it.
 export MAILDICT_FUZZ_SECONDS="${MAILDICT_FUZZ_SECONDS:-30}"
 

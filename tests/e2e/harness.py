@@ -33,6 +33,9 @@ What is here:
                              and ReplyMatcher, which pairs replies with commands by the rules
                              of specs/dovecot.md §1.4 (`*n` / `+n` async ids, or plain FIFO)
 
+needs_peer() / require_peer(): a test whose Dovecot, smtpd or PostgreSQL is missing fails under
+the test command (MAILDICT_REQUIRE_PEERS=1) and is skipped, saying so, when run by hand.
+
 MAILDICT_MAILDICTD / MAILDICT_ADMIN / MAILDICT_MAILDICTCTL override the programs under test (e.g.
 a sanitizer build); maildictctl() runs the operator's tool against a test's maildict.conf.
 
@@ -126,6 +129,58 @@ NOGROUP_GID = grp.getgrnam("nogroup").gr_gid
 
 def log(*args):
     print("[e2e %s]" % time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
+
+
+# ---- peers a test needs (Dovecot, smtpd, PostgreSQL) ---------------------------------------
+
+# Set by tests/run-all.sh (the test command, and so CI): a test whose peer is missing FAILS, so a
+# CI machine without smtpd cannot pass by skipping. Unset (a developer running one test by
+# hand), such a test is skipped and says why and that the test command would fail.
+REQUIRE_PEERS = os.environ.get("MAILDICT_REQUIRE_PEERS") == "1"
+
+
+def _missing_peer_message(missing):
+    if REQUIRE_PEERS:
+        return "missing peer (MAILDICT_REQUIRE_PEERS=1, so this is a failure): %s" % missing
+    return ("skipped, missing peer: %s (the test command, tests/run-all.sh, sets "
+            "MAILDICT_REQUIRE_PEERS=1 and fails here)" % missing)
+
+
+def needs_peer(missing):
+    """Decorator for a test class or method that cannot run without a peer: `missing` is why it
+    cannot (e.g. smtpd_missing()), or None when it can. With MAILDICT_REQUIRE_PEERS=1 the
+    test fails; otherwise it is skipped with the reason."""
+    if not missing:
+        return lambda obj: obj
+    message = _missing_peer_message(missing)
+    if not REQUIRE_PEERS:
+        log(message)
+        return unittest.skip(message)
+
+    def fail(obj):
+        if isinstance(obj, type):
+            def setUpClass(cls):
+                raise AssertionError(message)
+            obj.setUpClass = classmethod(setUpClass)
+            return obj
+
+        def failing(*args, **kwargs):
+            raise AssertionError(message)
+        failing.__name__ = obj.__name__
+        return failing
+    return fail
+
+
+def require_peer(missing):
+    """In a test method or setUpClass: fails (MAILDICT_REQUIRE_PEERS=1) or skips when `missing`
+    (a reason, or None) says a peer is not there."""
+    if not missing:
+        return
+    message = _missing_peer_message(missing)
+    if REQUIRE_PEERS:
+        raise AssertionError(message)
+    log(message)
+    raise unittest.SkipTest(message)
 
 
 # ---- process bookkeeping --------------------------------------------------------------------
