@@ -320,6 +320,40 @@ def unix_connections(path):
     return n
 
 
+# What AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer print (to the program's
+# stderr, which is its log here) when a build with MAILDICT_SANITIZE=ON finds a fault. The test
+# command runs some suites against such a build (tests/run-all.sh, asan_tests); a report there
+# fails the test even when the program went on answering.
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def sanitizer_report(text):
+    """The lines around the first sanitizer report in `text`, or None."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if any(m in line for m in SANITIZER_MARKERS):
+            return "\n".join(lines[max(0, i - 2):i + 30])
+    return None
+
+
+def sanitizer_reports_in(directory):
+    """[(path, excerpt)] for every *.log file under `directory` that holds a sanitizer report."""
+    found = []
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            if not name.endswith(".log"):
+                continue
+            path = os.path.join(root, name)
+            try:
+                with open(path, "rb") as f:
+                    report = sanitizer_report(f.read().decode("utf-8", "replace"))
+            except OSError:
+                continue
+            if report:
+                found.append((path, report))
+    return found
+
+
 def tail(path, n=60):
     try:
         with open(path, "rb") as f:
@@ -362,6 +396,12 @@ class TempDir:
                 _live_postgres.remove(pg)
         for key in [k for k in _demo_by_dir if k == self.path]:
             del _demo_by_dir[key]
+        # Every program's log is here: a sanitizer report in any of them (also of a process the
+        # test killed, whose log stop() never read) fails the test, and the directory is kept.
+        reports = sanitizer_reports_in(self.path)
+        if reports:
+            raise AssertionError("sanitizer report(s) in the logs of %s (kept):\n%s" % (
+                self.path, "\n\n".join("%s:\n%s" % r for r in reports)))
         if os.environ.get("MAILDICT_E2E_KEEP"):
             log("keeping", self.path)
             return
@@ -499,6 +539,10 @@ class Maildictd:
             was_running = self.proc.poll() is None
             self.returncode = kill_and_wait(self.proc, signal.SIGTERM)
             log("maildictd pid %d exited with %s" % (self.proc.pid, self.returncode))
+            report = sanitizer_report(self.log_text())
+            if report:
+                raise AssertionError("maildictd (pid %d, exit %s) reported a fault:\n%s"
+                                     % (self.proc.pid, self.returncode, report))
             if not was_running:
                 raise AssertionError("maildictd (pid %d) had already died with %s; log:\n%s"
                                      % (self.proc.pid, self.returncode, tail(self.log_path)))
