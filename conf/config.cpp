@@ -287,9 +287,12 @@ const std::map<std::string, Setter, std::less<>>& setters() {
          c.smtpd_table_config = v;
          if (!c.read_referenced_files) return;
          storage::SmtpdTableQueries q;
-         std::string db = read_smtpd_table_file(c.smtpd_table_config, q);
+         FileOrigins origins;
+         std::string db = read_smtpd_table_file(c.smtpd_table_config, q, &origins);
          existing_of(c).smtpd = std::move(q);
          c.existing_database.emplace_back(c.smtpd_table_config, db);
+         c.database_origin = origins.database;
+         for (auto& o : origins.queries) c.operator_queries.push_back(std::move(o));
        }},
       {"dovecot_sql_config", [](Config& c, std::string_view v) {
          if (v.empty()) return;  // off
@@ -297,9 +300,12 @@ const std::map<std::string, Setter, std::less<>>& setters() {
          c.dovecot_sql_config = v;
          if (!c.read_referenced_files) return;
          storage::DovecotSqlQueries q;
-         std::string db = read_dovecot_sql_file(c.dovecot_sql_config, q);
+         FileOrigins origins;
+         std::string db = read_dovecot_sql_file(c.dovecot_sql_config, q, &origins);
          existing_of(c).dovecot = std::move(q);
          c.existing_database.emplace_back(c.dovecot_sql_config, db);
+         c.database_origin = origins.database;
+         for (auto& o : origins.queries) c.operator_queries.push_back(std::move(o));
        }},
   };
   // sql_<question>: the operator's own statement for one of maildict's questions.
@@ -345,6 +351,9 @@ Config parse_config(const std::string& text, const std::string& name, bool read_
     } catch (const BadValue& bad) {
       throw ConfigError(where() + std::string(key) + ": " + bad.why);
     }
+    const std::string here = name + ":" + std::to_string(line_no) + " (" + std::string(key) + ")";
+    if (key == "database") config.database_origin = here;
+    if (key.starts_with("sql_")) config.operator_queries.push_back({here, std::string(value)});
   }
   // An existing schema names its own database; several files (and `database`) must agree,
   // because one daemon serves one database through one pool.

@@ -9,6 +9,7 @@
 #include <vector>
 #include <sys/types.h>
 
+#include "conf/existing_schema_files.hpp"
 #include "server/policy_engine.hpp"
 #include "storage/backend_factory.hpp"
 #include "storage/directory.hpp"
@@ -31,6 +32,12 @@ struct Config {
   std::string smtpd_table_config;
   std::string dovecot_sql_config;
   std::vector<std::pair<std::string, std::string>> existing_database;  // (file, database URI) read from them
+  // Where `database` came from, for the messages about it: "FILE:LINE (database)", the line
+  // of an existing-schema file ("FILE:LINE (dbpath)"), or the built-in default.
+  std::string database_origin = "the built-in default";
+  // Every statement of the operator's (sql_<question> settings, the queries of the files
+  // above) and where it was written: check_queries() (conf/query_check.hpp) prepares each.
+  std::vector<QueryOrigin> operator_queries;
   unsigned db_connections = 0;         // 0: one per CPU core, at least two (pool_size())
   std::size_t max_queued_requests = 10000;
   // threads and limits

@@ -173,6 +173,7 @@ DictClient::Reply DictClient::attempt(std::string_view request, Clock::time_poin
         case 'F':
           // A well-formed answer: the stream is in step, so the connection stays.
           reply.status = Status::failed;
+          reply.answered = true;
           reply.error = server_reason(std::string_view(line).substr(1));
           return reply;
         default:

@@ -28,6 +28,9 @@ class DictClient {
     Status status = Status::failed;
     std::string value;  // found: the unescaped value (may be secret: never log it)
     std::string error;  // failed: a short reason for the log, without any value
+    // failed: true when maildictd itself answered F (it runs; the fault is behind it, e.g. its
+    // database), false when it could not be reached or did not answer in time.
+    bool answered = false;
   };
 
   explicit DictClient(Options options);

@@ -345,7 +345,8 @@ std::string hide_json_password(const std::string& json) {
 struct Lookup {
   table::DictClient& client;
   bool show_secrets;
-  int failures = 0;
+  int failures = 0;          // answered F by maildictd (it runs; its database or query failed)
+  int no_answer = 0;         // maildictd not reached, or no answer in time
 
   // One question to maildictd, printed as one line. Returns the value when found.
   std::optional<std::string> ask(const std::string& label, const std::string& key, bool secret_after_colon = false,
@@ -368,8 +369,9 @@ struct Lookup {
         std::printf("  %-18s not found\n", label.c_str());
         break;
       case table::DictClient::Status::failed:
-        ++failures;
-        std::printf("  %-18s TEMPORARY FAILURE (%s)\n", label.c_str(), reply.error.c_str());
+        ++(reply.answered ? failures : no_answer);
+        std::printf("  %-18s TEMPORARY FAILURE (%s%s)\n", label.c_str(), reply.answered ? "maildictd: " : "",
+                    reply.error.c_str());
         break;
     }
     return found;
@@ -451,11 +453,15 @@ int lookup_command(const Command& c, const conf::Config& config, storage::Direct
     lookup.ask("mailaddrmap", "shared/smtpd/mailaddrmap/" + key);
     std::printf("\n");
   }
-  if (lookup.failures) {
-    error(std::to_string(lookup.failures) + " lookup(s) failed temporarily (is maildictd running on " +
+  // Only a lookup that got no answer is blamed on the daemon; one it answered with F points
+  // at what is behind it (its log says which database or query failed).
+  if (lookup.no_answer)
+    error(std::to_string(lookup.no_answer) + " lookup(s) got no answer from maildictd (is maildictd running on " +
           config.socket_path + "?)");
-    return ctl::exit_tempfail;
-  }
+  if (lookup.failures)
+    error(std::to_string(lookup.failures) + " lookup(s) answered with a temporary failure by maildictd on " +
+          config.socket_path + " (its log says why; `maildictd --check-config` checks the database and queries)");
+  if (lookup.no_answer || lookup.failures) return ctl::exit_tempfail;
   return ctl::exit_ok;
 }
 

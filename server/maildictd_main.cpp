@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "conf/config.hpp"
+#include "conf/query_check.hpp"
 #include "server/dict_server.hpp"
 #include "server/lookup_service.hpp"
 #include "server/metrics.hpp"
@@ -44,8 +45,11 @@ logs to stderr.
 
 Options:
   -c, --config FILE   configuration file (default %s)
-      --check-config  read and check the configuration, print a summary, exit
-                      0 if it is valid and 1 (with the file and line) if not
+      --check-config  read and check the configuration, open the database and
+                      prepare every query of the operator's (sql_* settings, the
+                      table-sqlite and dovecot-sql files), print a summary, exit
+                      0 if it is valid and 1 (with the file and line) if not; a
+                      database that is not available yet is only a warning
   -V, --version       print the version and exit
   -h, --help          print this help and exit
 
@@ -71,8 +75,10 @@ void print_summary(const maildict::conf::Config& c) {
   std::printf("%s: configuration is valid\n", c.source.c_str());
   std::printf("  socket      %s (mode %04o, group %s)\n", c.socket_path.c_str(), static_cast<unsigned>(c.socket_mode),
               c.socket_group.empty() ? "-" : c.socket_group.c_str());
-  std::printf("  database    %s (%u connections)\n", maildict::storage::describe_database(c.database).c_str(),
-              maildict::conf::pool_size(c));
+  std::printf("  database    %s (%u connections; from %s)\n", maildict::storage::describe_database(c.database).c_str(),
+              maildict::conf::pool_size(c), c.database_origin.c_str());
+  if (!c.operator_queries.empty())
+    std::printf("  queries     %zu of the operator's\n", c.operator_queries.size());
   if (!c.database_replica.empty())
     std::printf("  replica     %s (lookups)\n", maildict::storage::describe_database(c.database_replica).c_str());
   std::printf("  timeouts    request %lld ms, idle %lld ms\n", static_cast<long long>(c.request_timeout.count()),
@@ -123,6 +129,19 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (check_only) {
+    // Opens the database as maildictd would (without creating anything) and prepares every
+    // query of the operator's: a typo in one is found now, not as an F for every lookup.
+    maildict::conf::QueryCheck check;
+    try {
+      auto backend = maildict::storage::open_backend(maildict::conf::backend_options(config));
+      check = maildict::conf::check_queries(config, *backend);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "maildictd: %s: %s\n", config.source.c_str(), e.what());
+      return 1;
+    }
+    for (const auto& e : check.errors) std::fprintf(stderr, "maildictd: %s\n", e.c_str());
+    if (!check.errors.empty()) return 1;
+    for (const auto& w : check.warnings) std::fprintf(stderr, "maildictd: warning: %s\n", w.c_str());
     print_summary(config);
     return 0;
   }
@@ -194,7 +213,18 @@ int main(int argc, char** argv) {
                    "message)",
                    why, key, age.count(), skipped->exchange(0));
     });
-    spdlog::info("maildictd {} starting: directory {}", MAILDICT_VERSION, backend.describe());
+    // The operator's queries are prepared now: one the database rejects would fail every
+    // lookup of its kind, so maildictd refuses to start with the file, line and setting. A
+    // database that is not there yet only delays the check to the lookups (they answer F).
+    const auto check = maildict::conf::check_queries(config, backend);
+    for (const auto& w : check.warnings) spdlog::warn("{}", w);
+    if (!check.errors.empty()) {
+      for (const auto& e : check.errors) spdlog::critical("{}", e);
+      spdlog::critical("not starting: {} of the configured queries cannot be prepared", check.errors.size());
+      return 1;
+    }
+    spdlog::info("maildictd {} starting: directory {} (from {})", MAILDICT_VERSION, backend.describe(),
+                 config.database_origin);
     auto& m = maildict::server::metrics();
     m.add_gauge("maildict_pool_connections", "Database connections (and threads) in the pool.",
                 [n = maildict::conf::pool_size(config)] { return static_cast<double>(n); });

@@ -33,6 +33,9 @@ What is here:
                              and ReplyMatcher, which pairs replies with commands by the rules
                              of specs/dovecot.md §1.4 (`*n` / `+n` async ids, or plain FIFO)
 
+needs_peer() / require_peer(): a test whose Dovecot, smtpd or PostgreSQL is missing fails under
+the test command (MAILDICT_REQUIRE_PEERS=1) and is skipped, saying so, when run by hand.
+
 MAILDICT_MAILDICTD / MAILDICT_ADMIN / MAILDICT_MAILDICTCTL override the programs under test (e.g.
 a sanitizer build); maildictctl() runs the operator's tool against a test's maildict.conf.
 
@@ -126,6 +129,58 @@ NOGROUP_GID = grp.getgrnam("nogroup").gr_gid
 
 def log(*args):
     print("[e2e %s]" % time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
+
+
+# ---- peers a test needs (Dovecot, smtpd, PostgreSQL) ---------------------------------------
+
+# Set by tests/run-all.sh (the test command, and so CI): a test whose peer is missing FAILS, so a
+# CI machine without smtpd cannot pass by skipping. Unset (a developer running one test by
+# hand), such a test is skipped and says why and that the test command would fail.
+REQUIRE_PEERS = os.environ.get("MAILDICT_REQUIRE_PEERS") == "1"
+
+
+def _missing_peer_message(missing):
+    if REQUIRE_PEERS:
+        return "missing peer (MAILDICT_REQUIRE_PEERS=1, so this is a failure): %s" % missing
+    return ("skipped, missing peer: %s (the test command, tests/run-all.sh, sets "
+            "MAILDICT_REQUIRE_PEERS=1 and fails here)" % missing)
+
+
+def needs_peer(missing):
+    """Decorator for a test class or method that cannot run without a peer: `missing` is why it
+    cannot (e.g. smtpd_missing()), or None when it can. With MAILDICT_REQUIRE_PEERS=1 the
+    test fails; otherwise it is skipped with the reason."""
+    if not missing:
+        return lambda obj: obj
+    message = _missing_peer_message(missing)
+    if not REQUIRE_PEERS:
+        log(message)
+        return unittest.skip(message)
+
+    def fail(obj):
+        if isinstance(obj, type):
+            def setUpClass(cls):
+                raise AssertionError(message)
+            obj.setUpClass = classmethod(setUpClass)
+            return obj
+
+        def failing(*args, **kwargs):
+            raise AssertionError(message)
+        failing.__name__ = obj.__name__
+        return failing
+    return fail
+
+
+def require_peer(missing):
+    """In a test method or setUpClass: fails (MAILDICT_REQUIRE_PEERS=1) or skips when `missing`
+    (a reason, or None) says a peer is not there."""
+    if not missing:
+        return
+    message = _missing_peer_message(missing)
+    if REQUIRE_PEERS:
+        raise AssertionError(message)
+    log(message)
+    raise unittest.SkipTest(message)
 
 
 # ---- process bookkeeping --------------------------------------------------------------------
@@ -265,6 +320,40 @@ def unix_connections(path):
     return n
 
 
+# What AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer print (to the program's
+# stderr, which is its log here) when a build with MAILDICT_SANITIZE=ON finds a fault. The test
+# command runs some suites against such a build (tests/run-all.sh, asan_tests); a report there
+# fails the test even when the program went on answering.
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def sanitizer_report(text):
+    """The lines around the first sanitizer report in `text`, or None."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if any(m in line for m in SANITIZER_MARKERS):
+            return "\n".join(lines[max(0, i - 2):i + 30])
+    return None
+
+
+def sanitizer_reports_in(directory):
+    """[(path, excerpt)] for every *.log file under `directory` that holds a sanitizer report."""
+    found = []
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            if not name.endswith(".log"):
+                continue
+            path = os.path.join(root, name)
+            try:
+                with open(path, "rb") as f:
+                    report = sanitizer_report(f.read().decode("utf-8", "replace"))
+            except OSError:
+                continue
+            if report:
+                found.append((path, report))
+    return found
+
+
 def tail(path, n=60):
     try:
         with open(path, "rb") as f:
@@ -307,6 +396,12 @@ class TempDir:
                 _live_postgres.remove(pg)
         for key in [k for k in _demo_by_dir if k == self.path]:
             del _demo_by_dir[key]
+        # Every program's log is here: a sanitizer report in any of them (also of a process the
+        # test killed, whose log stop() never read) fails the test, and the directory is kept.
+        reports = sanitizer_reports_in(self.path)
+        if reports:
+            raise AssertionError("sanitizer report(s) in the logs of %s (kept):\n%s" % (
+                self.path, "\n\n".join("%s:\n%s" % r for r in reports)))
         if os.environ.get("MAILDICT_E2E_KEEP"):
             log("keeping", self.path)
             return
@@ -444,6 +539,10 @@ class Maildictd:
             was_running = self.proc.poll() is None
             self.returncode = kill_and_wait(self.proc, signal.SIGTERM)
             log("maildictd pid %d exited with %s" % (self.proc.pid, self.returncode))
+            report = sanitizer_report(self.log_text())
+            if report:
+                raise AssertionError("maildictd (pid %d, exit %s) reported a fault:\n%s"
+                                     % (self.proc.pid, self.returncode, report))
             if not was_running:
                 raise AssertionError("maildictd (pid %d) had already died with %s; log:\n%s"
                                      % (self.proc.pid, self.returncode, tail(self.log_path)))

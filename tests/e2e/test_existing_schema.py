@@ -199,7 +199,7 @@ class ExistingSchema(h.MailFlow, h.DaemonsTestCase):
         self.assertEqual(self.tables(), sorted(self.tables_before + added))
 
 
-@unittest.skipIf(MISSING, MISSING)
+@h.needs_peer(MISSING)
 class SingleTable(ExistingSchema):
     KIND = "single"
     CHANGED_LOGIN = "alice@single.example"
@@ -225,7 +225,7 @@ class SingleTable(ExistingSchema):
         self.assertEqual(code, 550, msg)
 
 
-@unittest.skipIf(MISSING, MISSING)
+@h.needs_peer(MISSING)
 class ThreeTables(ExistingSchema):
     KIND = "three"
     CHANGED_LOGIN = "carol@three.example"
@@ -249,7 +249,7 @@ class ThreeTables(ExistingSchema):
             self.assertEqual(code, 550, "RCPT TO:<%s> -> %d %r" % (rcpt, code, msg))
 
 
-@unittest.skipIf(PG_MISSING, PG_MISSING)
+@h.needs_peer(PG_MISSING)
 class ThreeTablesPostgres(ThreeTables):
     KIND = "three-pg"       # its table-postgres and pgsql dovecot-sql files
     SCHEMA = "three"        # the same tables and rows

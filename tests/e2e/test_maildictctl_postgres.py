@@ -31,9 +31,7 @@ class MaildictctlPostgres(h.DaemonsTestCase):
     @classmethod
     def setUpClass(cls):
         h.require_programs()
-        missing = h.postgres_missing()
-        if missing:
-            raise AssertionError("test_maildictctl_postgres needs PostgreSQL: " + missing)
+        h.require_peer(h.postgres_missing())
         cls.tmp = h.TempDir()
         cls.maildictd = cls.dovecot = cls.cluster = None
         try:

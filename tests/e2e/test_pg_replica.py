@@ -45,9 +45,7 @@ class PgReplica(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         h.require_programs()
-        missing = h.postgres_missing()
-        if missing:
-            raise AssertionError("test_pg_replica needs PostgreSQL: " + missing)
+        h.require_peer(h.postgres_missing())
         cls.tmp = h.TempDir()
         cls.maildictd = None
         try:

@@ -51,9 +51,7 @@ class PgRestart(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         h.require_programs()
-        missing = h.postgres_missing()
-        if missing:
-            raise AssertionError("test_pg_restart needs PostgreSQL: " + missing)
+        h.require_peer(h.postgres_missing())
         cls.tmp = h.TempDir()
         cls.maildictd = None
         try:

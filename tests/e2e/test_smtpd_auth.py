@@ -29,7 +29,7 @@ if not MISSING and not (h.smtpd_version(h.SMTPD_74) or "").startswith("7."):
     MISSING = "%s is not OpenSMTPD 7.x" % h.SMTPD_74
 
 
-@unittest.skipIf(MISSING, MISSING)
+@h.needs_peer(MISSING)
 class SmtpdAuth(h.MailFlow, h.DaemonsTestCase):
     DAEMONS = ("smtpd", "maildictd")
 

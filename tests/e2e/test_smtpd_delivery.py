@@ -26,7 +26,7 @@ DELIVERY_TIMEOUT = h.DELIVERY_TIMEOUT
 MISSING = h.smtpd_missing(h.SMTPD_68)
 
 
-@unittest.skipIf(MISSING, MISSING)
+@h.needs_peer(MISSING)
 class SmtpdDelivery(h.MailFlow, h.DaemonsTestCase):
     DAEMONS = ("smtpd", "dovecot", "maildictd")
 
