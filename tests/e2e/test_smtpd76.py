@@ -4,10 +4,14 @@
 
 smtpd runs from the Debian 13 tree with chroot (tests/e2e/smtpd76.py), on
 packaging/smtpd/smtpd.conf changed only in paths and ports; it spawns the statically linked
-table-maildict inside the tree, as the tree's opensmtpd (uid 100). maildictd and Dovecot 2.3
-(LMTP and IMAP) run on the host; their UNIX sockets live in the test directory inside the tree,
-so smtpd's tables and its mail.lmtp reach them. maildictd's socket is 0660 with the group whose
-gid is the tree's opensmtpd group: exactly the tables get in, as the README asks on a real host.
+table-maildict inside the tree, as the tree's opensmtpd (uid 100). Mail goes over LMTP into
+Dovecot 2.4.1 in the same tree (trixie.Dovecot24: the shipped 10-maildict-2.4.conf, Lua route,
+and 20-maildict-lmtp.conf), and is read back over IMAP from that Dovecot: Debian 13 end to end.
+maildictd runs on the host; its socket and Dovecot's LMTP socket live in the test directory in
+the tree's /tmp, so smtpd's tables, its mail.lmtp and Dovecot's auth workers reach them; homes
+are handed out as paths inside the tree. maildictd's socket is 0660 with the group whose gid is
+the tree's opensmtpd group: exactly the tables get in (and Dovecot 2.4's auth workers, which run
+as root), as the README asks on a real host.
 
 Checked, as with 6.8/7.4 (test_smtpd_delivery.py, test_smtpd_auth.py): the tables are our
 program, one per table line, spoken to in the text protocol; delivery to a user, a list alias
@@ -29,6 +33,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 import smtpd76  # noqa: E402
+import trixie as tx  # noqa: E402
 
 TABLES = ("domains", "recipients", "userinfo", "passwords", "sendas")
 
@@ -54,7 +59,7 @@ class Smtpd76(h.MailFlow, h.DaemonsTestCase):
             with sqlite3.connect(db) as c:
                 n = c.execute("UPDATE users SET uid = NULL, gid = NULL, home = ? "
                               "WHERE local_part = 'bob' AND domain = 'example.net'",
-                              (cls.bob_home,)).rowcount
+                              (tree.inside(cls.bob_home),)).rowcount
             assert n == 1, "the demo data has no bob@example.net"
             cls.table_uid, table_gid = tree.uid("opensmtpd"), tree.gid("opensmtpd")
             # maildictd takes a group name, resolved on the host: the host's name for the
@@ -67,9 +72,11 @@ class Smtpd76(h.MailFlow, h.DaemonsTestCase):
                       % table_gid)
                 access = {"socket_mode": "0666", "socket_group": "root"}
             socket = tree.check_socket_path(cls.tmp.join("dict.sock"))
-            cls.maildictd = h.start_maildictd(cls.tmp.path, db_path=db, socket=socket, **access)
-            cls.dovecot = h.start_dovecot(cls.tmp.path, cls.maildictd.socket,
-                                          idle_msecs=60000, imap=True, lmtp=True)
+            # homes as Dovecot 2.4 (and smtpd) see them, inside the tree
+            home = os.path.join(tree.inside(cls.vmail), "%d", "%n")
+            cls.maildictd = h.start_maildictd(cls.tmp.path, db_path=db, socket=socket,
+                                              default_home=home, **access)
+            cls.dovecot = tx.start_dovecot24(tree, cls.maildictd.socket, imap=True, lmtp=True)
             tree.check_socket_path(cls.dovecot.lmtp_socket)
             # The tables' maildict.conf: maildictd's, with the socket as the chroot sees it.
             table_conf = cls.tmp.join("table-maildict.conf")
@@ -107,6 +114,10 @@ class Smtpd76(h.MailFlow, h.DaemonsTestCase):
         self.assertEqual(len(files), 1, "delivered %d times to %s: %r" % (len(files), user, files))
         st = os.stat(files[0])
         self.assertEqual((st.st_uid, st.st_gid), (h.NOBODY_UID, h.NOGROUP_GID))
+        # Dovecot 2.4's LMTP saved it (no other Dovecot runs; its log says so)
+        needle = "msgid=<%s@e2e.maildict.test>: saved mail to" % token
+        h.wait_until(lambda: needle in self.dovecot.log_text(), h.DELIVERY_TIMEOUT,
+                     "%r in Dovecot 2.4's log" % needle)
         self.assertEqual(self.imap_count(user, h.DEMO_PASSWORDS[user], token), 1,
                          "IMAP login %s does not see message %s" % (user, token))
 
