@@ -177,11 +177,27 @@ def shipped_24_snippet(lua_file, dict_socket):
     return "\n".join(lines) + "\n"
 
 
+SHIPPED_23_LUA_CONF = os.path.join(h.PACKAGING_DOVECOT, "10-maildict-lua.conf")
+
+
+def shipped_23_lua_snippet(lua_file, dict_socket):
+    """packaging/dovecot/10-maildict-lua.conf (the Lua route on the host's Dovecot 2.3) with the
+    given script and socket paths."""
+    with open(SHIPPED_23_LUA_CONF) as f:
+        snippet = f.read()
+    for old, n in ((SHIPPED_LUA_PATH, 3), (SHIPPED_SOCKET, 2)):
+        assert snippet.count(old) == n, "%s: expected %s %d times" % (SHIPPED_23_LUA_CONF, old, n)
+    return snippet.replace(SHIPPED_LUA_PATH, lua_file).replace(SHIPPED_SOCKET, dict_socket)
+
+
 class Dovecot24:
     """A private Dovecot 2.4.1 in the trixie tree. dict_socket: maildictd's socket, a host path
-    inside the tree. All files live in one private directory <tree>/tmp/md<tag>-<random>/."""
+    inside the tree. All files live in one private directory <tree>/tmp/md<tag>-<random>/.
+    auth_conf: passdb/userdb settings (text) instead of the shipped Lua snippet (the login
+    benchmark's `passdb sql` peer); debug=False leaves auth_debug/auth_verbose off."""
 
-    def __init__(self, tree, dict_socket, imap=False, lmtp=False, extra="", tag="dv"):
+    def __init__(self, tree, dict_socket, imap=False, lmtp=False, extra="", tag="dv",
+                 auth_conf=None, debug=True):
         self.tree = tree
         self.dir = tree.private_dir(tag)
         self.base_dir = os.path.join(self.dir, "b")   # short: socket paths count from the host
@@ -197,7 +213,8 @@ class Dovecot24:
         os.chmod(lua, 0o644)
         snippet = os.path.join(self.dir, "10-maildict.conf")
         with open(snippet, "w") as f:
-            f.write(shipped_24_snippet(tree.inside(lua), tree.inside(dict_socket)))
+            f.write(auth_conf if auth_conf is not None
+                    else shipped_24_snippet(tree.inside(lua), tree.inside(dict_socket)))
         # mail goes to the tree's nobody (the host's uids mean nothing in the tree)
         conf = [
             "# written by tests/e2e/trixie.py",
@@ -212,8 +229,8 @@ class Dovecot24:
             "ssl = no",
             "auth_allow_cleartext = yes",
             "auth_mechanisms = plain login",
-            "auth_verbose = yes",
-            "auth_debug = yes",
+            "auth_verbose = %s" % ("yes" if debug else "no"),
+            "auth_debug = %s" % ("yes" if debug else "no"),
             "auth_cache_size = 0",
             # Dovecot's default 2 s delays would make each failing attempt slow
             "auth_failure_delay = 0",
