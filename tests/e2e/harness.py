@@ -1689,7 +1689,7 @@ class Smtpd:
     """One smtpd (-d: foreground, logs to smtpd.log) in a private mount namespace; see above."""
 
     def __init__(self, tmp, conf_text, smtpd=SMTPD_68, name="smtpd", trace=("lookup",),
-                 ports=()):
+                 ports=(), helpers_dir=SMTPD_LIBEXEC, table_program=None):
         self.smtpd = smtpd
         self.dir = os.path.join(tmp, name)
         os.makedirs(self.dir)
@@ -1706,15 +1706,17 @@ class Smtpd:
         for d in (self.spool, self.run, self.libexec):
             os.makedirs(d)
             os.chmod(d, 0o755)
-        for entry in os.listdir(SMTPD_LIBEXEC):
-            src = os.path.join(SMTPD_LIBEXEC, entry)
+        # helpers_dir: where this smtpd's own helpers are (another release's tree: its own)
+        for entry in os.listdir(helpers_dir):
+            src = os.path.join(helpers_dir, entry)
             if entry.startswith("table-") or not os.path.isfile(src):
                 continue     # only smtpd's own helpers; a table-maildict there is not ours
             dst = os.path.join(self.libexec, entry)
             shutil.copy2(src, dst)
             # no setuid/setgid copies (mail.local is setgid mail; a copy would be setgid root)
             os.chmod(dst, os.stat(src).st_mode & 0o755)
-        shutil.copy2(table_maildict_path(), os.path.join(self.libexec, "table-maildict"))
+        shutil.copy2(table_program or table_maildict_path(),
+                     os.path.join(self.libexec, "table-maildict"))
         os.chmod(os.path.join(self.libexec, "table-maildict"), 0o755)
         with open(self.conf_path, "w") as f:
             f.write(conf_text)

@@ -10,8 +10,8 @@ john_example.org finds the delivered message and the folder's message, a new LMT
 lands in the same INBOX, and jane still logs in.
 
 The homes must be the same path for both Dovecots: they live in a private directory of the
-tree, <tree>/run/mdu-<random>, which is /run/mdu-<random> inside the tree; a symlink of that
-name in the host's /run points there (removed at the end).
+tree, <tree>/tmp/mdu-<random>, which is /tmp/mdu-<random> inside the tree; a symlink of that
+name in the host's /tmp points there (removed at the end).
 """
 import imaplib
 import os
@@ -62,7 +62,7 @@ class UpgradeFromDebian12To13(unittest.TestCase):
         self.addCleanup(self.tmp.cleanup)
         priv = self.tree.private_dir("u")
         # the homes' path, valid on both sides
-        self.link = os.path.join("/run", os.path.basename(priv))
+        self.link = self.tree.inside(priv)
         os.symlink(priv, self.link)
         self.addCleanup(os.unlink, self.link)
         vmail = os.path.join(priv, "vmail")

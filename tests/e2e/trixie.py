@@ -1,30 +1,33 @@
-"""Debian 13 (trixie) peers for the end-to-end tests: Dovecot 2.4.1 (and, later, OpenSMTPD 7.6)
-run with a plain `chroot` in the minimal trixie tree that tests/e2e/trixie-tree.sh makes
+"""Debian 13 (trixie) peers for the end-to-end tests: Dovecot 2.4.1 and OpenSMTPD 7.6 run with
+a plain `chroot` in the minimal trixie tree that tests/e2e/trixie-tree.sh makes
 (packaging/install-deps.sh test calls it), next to maildictd running on this Debian 12 host.
+This module is the one way the tests find the tree, map paths into it and share files with it;
+tests/e2e/smtpd76.py adds only what smtpd needs on top (ChrootSmtpd).
 
-How the two sides meet: nothing is mounted. A UNIX socket created by a host process under
-<tree>/run/<private dir>/ is /run/<private dir>/ inside the tree, reachable from both sides;
-TCP goes over the shared loopback; the daemons run in the host's PID namespace, so a test signals
-them by pid. The tree's /etc/passwd is its own: its `dovecot` uid is not the host's, so files
-and sockets shared with it use the tree's numeric ids (TrixieTree.uid / gid).
+How the two sides meet: nothing is mounted for Dovecot. A test's directory lives in the tree's
+/tmp (TrixieTree.temp_dir): a UNIX socket a host process creates at <tree>/tmp/X/s.sock is
+/tmp/X/s.sock inside the tree, reachable from both sides (the tree's /tmp, not /run: smtpd's
+mount namespace replaces the tree's /run with a private one). TCP goes over the shared loopback;
+the daemons run in the host's PID namespace, so a test signals them by pid. The tree's
+/etc/passwd is its own: its `dovecot` or `opensmtpd` uid is not the host's, so files and sockets
+shared with it use the tree's numeric ids (TrixieTree.uid / gid).
 
 What is here:
   * tree_missing() / require_tree()   where the tree is, or why it cannot be used. A missing
         tree fails a test (never skips it) in CI or with MAILDICT_REQUIRE_PEERS=1; elsewhere it
         skips it, saying how to make the tree.
-  * TrixieTree        path mapping (inside() / host()), run() / spawn() a program inside the
-        tree, private_dir() under <tree>/run/ removed at exit, the tree's uid()/gid()
+  * TrixieTree        path mapping (inside() / host()), check_socket_path(), run() / spawn() a
+        program inside the tree, temp_dir() / private_dir() in the tree's /tmp (removed at
+        exit), the tree's uid()/gid()
   * Dovecot24         a private Dovecot 2.4.1 in the tree (own base_dir, state, log, instance
         name; auth_failure_delay = 0; IMAP/LMTP when asked) configured with the shipped
         packaging/dovecot/10-maildict-2.4.conf and maildict-auth.lua, only paths changed
 """
 
 import os
-import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import unittest
 
@@ -52,41 +55,46 @@ def tree_missing(root=None):
     if os.geteuid() != 0:
         return "running programs in the trixie tree needs root (chroot)"
     if not os.path.isfile(os.path.join(root, ".trixie-ok")):
-        return ("no finished Debian 13 tree at %s: run tests/e2e/trixie-tree.sh (or "
-                "packaging/install-deps.sh test)" % root)
+        return ("no finished Debian 13 tree at %s (MAILDICT_TRIXIE_ROOT): run "
+                "tests/e2e/trixie-tree.sh (or packaging/install-deps.sh test)" % root)
     for prog in ("usr/sbin/dovecot", "usr/bin/doveadm"):
         if not os.access(os.path.join(root, prog), os.X_OK):
             return "%s has no /%s: run tests/e2e/trixie-tree.sh" % (root, prog)
     return None
 
 
+def skip_or_fail(why):
+    """A peer is missing: SkipTest, or AssertionError when peers are required."""
+    if peers_required():
+        raise AssertionError("Debian 13 peers required (CI / MAILDICT_REQUIRE_PEERS=1): " + why)
+    raise unittest.SkipTest(why)
+
+
 def require_tree():
     """-> TrixieTree; raises SkipTest, or AssertionError when peers are required."""
     why = tree_missing()
     if why:
-        if peers_required():
-            raise AssertionError("Debian 13 peers required (CI / MAILDICT_REQUIRE_PEERS=1): "
-                                 + why)
-        raise unittest.SkipTest(why)
+        skip_or_fail(why)
     return TrixieTree(tree_root())
 
 
 class TrixieTree:
     def __init__(self, root):
-        self.root = os.path.abspath(root)
+        # resolved: chroot and the paths handed to it must agree on one spelling of the tree
+        self.root = os.path.realpath(root)
         self._passwd = None
         self._group = None
 
     # ---- paths ----
 
     def host(self, inside):
-        """/run/x inside the tree -> its path on the host."""
+        """/tmp/x inside the tree -> its path on the host."""
         assert inside.startswith("/"), inside
         return self.root + inside
 
     def inside(self, host_path):
         """A host path under the tree -> the same file's path inside the tree."""
-        p = os.path.abspath(host_path)
+        p = os.path.realpath(host_path)
         assert p == self.root or p.startswith(self.root + "/"), \
             "%s is not inside the tree %s" % (p, self.root)
         return p[len(self.root):] or "/"
@@ -97,14 +105,13 @@ class TrixieTree:
             "UNIX socket path too long (%d > %d bytes): %s" % (n, SOCKET_PATH_MAX, host_path)
         return host_path
 
+    def temp_dir(self, tag="t"):
+        """A fresh harness.TempDir <tree>/tmp/md<tag>-<random> (0755, short on purpose: socket
+        paths in it count from the host's side), removed when the test process exits."""
+        return h.TempDir(prefix="md%s-" % tag, dir=os.path.join(self.root, "tmp"))
+
     def private_dir(self, tag="t"):
-        """A fresh directory <tree>/run/md<tag>-<random> (0755, short on purpose: socket paths
-        in it count from the host's side), removed when the test process exits."""
-        d = os.path.join(self.root, "run", "md%s-%s" % (tag, secrets.token_hex(3)))
-        os.makedirs(d)
-        os.chmod(d, 0o755)
-        _PrivateDir(d)
-        return d
+        return self.temp_dir(tag).path
 
     # ---- the tree's own accounts ----
 
@@ -148,31 +155,6 @@ class TrixieTree:
         return h.spawn(self.argv(argv, env), description, **kw)
 
 
-_private_dirs = []
-
-
-class _PrivateDir:
-    def __init__(self, path):
-        self.path = path
-        _private_dirs.append(self)
-
-
-def _cleanup_private_dirs():
-    # atexit runs this before harness's own handler (registered earlier): stop what is still
-    # running first (harness's handler is safe to run twice), then remove its files.
-    h._cleanup_at_exit()
-    if os.environ.get("MAILDICT_E2E_KEEP"):
-        for d in _private_dirs:
-            h.log("keeping", d.path)
-        return
-    for d in _private_dirs:
-        shutil.rmtree(d.path, ignore_errors=True)
-
-
-import atexit  # noqa: E402
-atexit.register(_cleanup_private_dirs)
-
-
 # ---- Dovecot 2.4.1 ----------------------------------------------------------------------------
 
 SHIPPED_24_CONF = os.path.join(h.PACKAGING_DOVECOT, "10-maildict-2.4.conf")
@@ -195,11 +177,27 @@ def shipped_24_snippet(lua_file, dict_socket):
     return "\n".join(lines) + "\n"
 
 
+SHIPPED_23_LUA_CONF = os.path.join(h.PACKAGING_DOVECOT, "10-maildict-lua.conf")
+
+
+def shipped_23_lua_snippet(lua_file, dict_socket):
+    """packaging/dovecot/10-maildict-lua.conf (the Lua route on the host's Dovecot 2.3) with the
+    given script and socket paths."""
+    with open(SHIPPED_23_LUA_CONF) as f:
+        snippet = f.read()
+    for old, n in ((SHIPPED_LUA_PATH, 3), (SHIPPED_SOCKET, 2)):
+        assert snippet.count(old) == n, "%s: expected %s %d times" % (SHIPPED_23_LUA_CONF, old, n)
+    return snippet.replace(SHIPPED_LUA_PATH, lua_file).replace(SHIPPED_SOCKET, dict_socket)
+
+
 class Dovecot24:
     """A private Dovecot 2.4.1 in the trixie tree. dict_socket: maildictd's socket, a host path
-    inside the tree. All files live in one private directory <tree>/run/md<tag>-<random>/."""
+    inside the tree. All files live in one private directory <tree>/tmp/md<tag>-<random>/.
+    auth_conf: passdb/userdb settings (text) instead of the shipped Lua snippet (the login
+    benchmark's `passdb sql` peer); debug=False leaves auth_debug/auth_verbose off."""
 
-    def __init__(self, tree, dict_socket, imap=False, lmtp=False, extra="", tag="dv"):
+    def __init__(self, tree, dict_socket, imap=False, lmtp=False, extra="", tag="dv",
+                 auth_conf=None, debug=True):
         self.tree = tree
         self.dir = tree.private_dir(tag)
         self.base_dir = os.path.join(self.dir, "b")   # short: socket paths count from the host
@@ -215,7 +213,8 @@ class Dovecot24:
         os.chmod(lua, 0o644)
         snippet = os.path.join(self.dir, "10-maildict.conf")
         with open(snippet, "w") as f:
-            f.write(shipped_24_snippet(tree.inside(lua), tree.inside(dict_socket)))
+            f.write(auth_conf if auth_conf is not None
+                    else shipped_24_snippet(tree.inside(lua), tree.inside(dict_socket)))
         # mail goes to the tree's nobody (the host's uids mean nothing in the tree)
         conf = [
             "# written by tests/e2e/trixie.py",
@@ -230,8 +229,8 @@ class Dovecot24:
             "ssl = no",
             "auth_allow_cleartext = yes",
             "auth_mechanisms = plain login",
-            "auth_verbose = yes",
-            "auth_debug = yes",
+            "auth_verbose = %s" % ("yes" if debug else "no"),
+            "auth_debug = %s" % ("yes" if debug else "no"),
             "auth_cache_size = 0",
             # Dovecot's default 2 s delays would make each failing attempt slow
             "auth_failure_delay = 0",
@@ -307,12 +306,9 @@ class Dovecot24:
                                                      if self.imap_port else ""))
         return self
 
-    def _imap_greets(self):
-        try:
-            with socket.create_connection(("127.0.0.1", self.imap_port), timeout=5) as s:
-                return s.recv(100).startswith(b"* OK")
-        except OSError:
-            return False
+    # the same checks as the host's Dovecot: they need only imap_port / log_path
+    _imap_greets = h.Dovecot._imap_greets
+    log_text = h.Dovecot.log_text
 
     def stop(self):
         if self.proc is not None:
@@ -322,13 +318,6 @@ class Dovecot24:
     def doveadm(self, *args, timeout=h.COMMAND_TIMEOUT):
         return self.tree.run(["doveadm", "-c", self.tree.inside(self.conf_path)] + list(args),
                              timeout=timeout)
-
-    def log_text(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
 
 
 def start_dovecot24(tree, dict_socket, **kw):
