@@ -161,6 +161,14 @@ const std::map<std::string, Setter, std::less<>>& setters() {
          c.max_pending = static_cast<unsigned>(parse_uint(v, 1'000'000));
          if (c.max_pending == 0) throw BadValue{"must be at least 1"};
        }},
+      {"max_write_buffer", [](Config& c, std::string_view v) {
+         c.max_write_buffer = parse_size(v);
+         if (c.max_write_buffer < 4096 || c.max_write_buffer > (64u << 20)) throw BadValue{"must be between 4k and 64M"};
+       }},
+      {"write_timeout", [](Config& c, std::string_view v) {
+         c.write_timeout = parse_duration(v);
+         if (c.write_timeout.count() < 100) throw BadValue{"must be at least 100ms"};
+       }},
       {"max_connections", [](Config& c, std::string_view v) {
          c.max_connections = static_cast<unsigned>(parse_uint(v, 1'000'000));
          if (c.max_connections == 0) throw BadValue{"must be at least 1"};

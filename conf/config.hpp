@@ -39,6 +39,10 @@ struct Config {
   std::chrono::milliseconds idle_timeout{300000};
   std::size_t max_line_length = 65536;
   unsigned max_pending = 1000;
+  // Replies accepted for a client and not yet written; at this many bytes maildictd stops
+  // reading its requests (and producing iteration rows) until it reads.
+  std::size_t max_write_buffer = 256 * 1024;
+  std::chrono::milliseconds write_timeout{30000};  // a client that reads nothing for this long is closed
   unsigned max_connections = 4096;
   // cache
   std::size_t cache_entries = 100000;

@@ -62,12 +62,33 @@ class Session : public std::enable_shared_from_this<Session> {
     std::uint64_t seq = 0;
     std::optional<std::uint32_t> async_id;
   };
+  // An iteration's answer, put on the wire a few rows at a time as the client reads, so that
+  // the encoded rows of a large directory never pile up in memory (DESIGN.md §2 rule 7).
+  struct RowStream {
+    IterateAnswer answer;
+    std::optional<std::uint32_t> async_id;
+    std::size_t next = 0;
+    // Appends rows while `out` is below `budget`; true once every row and the end line are out.
+    bool emit(std::string& out, std::size_t budget) {
+      while (next < answer.rows.size() && out.size() < budget) {
+        auto& row = answer.rows[next++];
+        dict::append_iterate_row(out, async_id, row.first, row.second);
+        std::string().swap(row.first);  // what is on the wire is no longer held twice
+        std::string().swap(row.second);
+      }
+      if (next < answer.rows.size()) return false;
+      dict::append_iterate_end(out, async_id);
+      return true;
+    }
+  };
   struct Slot {
     std::chrono::steady_clock::time_point deadline;
     std::optional<std::uint32_t> async_id;
     bool done = false;
     std::string bytes;  // FIFO mode: the reply, waiting for the ones before it
     std::string key;    // a passdb lookup's key (the auth policy learns of its timeout)
+    bool iteration = false;
+    std::shared_ptr<RowStream> rows;  // FIFO mode: an iteration's rows, waiting their turn
   };
 
   asio::awaitable<void> read_loop() {
@@ -76,8 +97,10 @@ class Session : public std::enable_shared_from_this<Session> {
       if (!process_buffered_lines()) break;
       flush();
       if (closed_) break;
-      if (pending_ >= state_.config.max_pending) {
-        // Back-pressure: stop reading until replies drain (woken by complete()).
+      if (line_waiting_ || pending_ >= state_.config.max_pending || output_full()) {
+        // Back-pressure: stop reading until answers arrive or the client reads what it is
+        // owed (woken by complete() and by write progress). A client that sends and never
+        // reads is then held by the kernel's socket buffers, not by this process's memory.
         resume_timer_.expires_at(asio::steady_timer::time_point::max());
         reader_waiting_ = true;
         co_await resume_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
@@ -115,12 +138,19 @@ class Session : public std::enable_shared_from_this<Session> {
     }
   }
 
-  // Handles every complete line in the buffer, up to the pending limit. False: connection closed.
+  // Handles every complete line in the buffer, up to the pending and output limits and one
+  // iteration at a time (each may hold a whole directory until it is written).
+  // False: connection closed.
   bool process_buffered_lines() {
-    while (!closed_ && pending_ < state_.config.max_pending) {
+    line_waiting_ = false;
+    while (!closed_) {
       const char* begin = buffer_.data() + start_;
       const char* lf = static_cast<const char*>(std::memchr(begin, '\n', end_ - start_));
       if (!lf) break;
+      if (pending_ >= state_.config.max_pending || output_full() || (iteration_open_ && *begin == 'I')) {
+        line_waiting_ = true;
+        break;
+      }
       std::string_view line(begin, static_cast<std::size_t>(lf - begin));
       start_ += line.size() + 1;
       if (!handle_line(line)) {
@@ -179,14 +209,21 @@ class Session : public std::enable_shared_from_this<Session> {
 
   bool handle(const dict::Iterate& r) {
     Ticket ticket = open_ticket();
+    slots_.back().iteration = true;
+    iteration_open_ = true;
     if (spdlog::should_log(spdlog::level::debug))
       spdlog::debug("conn {}: iterate {} flags {}", id_, printable_excerpt(r.path), r.flags);
     auto self = shared_from_this();
     // The answer may arrive on a pool thread or at once on this one; either way it is
     // handed to this connection's thread, so the session is only ever touched there.
     state_.service->iterate(r, [self, ticket](IterateAnswer answer) {
-      asio::post(self->socket_.get_executor(), [self, ticket, answer = std::move(answer)] {
-        self->complete(ticket, self->encode(ticket, answer));
+      asio::post(self->socket_.get_executor(), [self, ticket, answer = std::move(answer)]() mutable {
+        if (answer.failed) {
+          self->complete(ticket, self->encode(ticket, answer));
+          return;
+        }
+        auto rows = std::make_shared<RowStream>(RowStream{std::move(answer), ticket.async_id, 0});
+        self->complete(ticket, {}, std::move(rows));
       });
     });
     return true;
@@ -245,7 +282,7 @@ class Session : public std::enable_shared_from_this<Session> {
     // The pool answers by the request deadline itself; this later one only catches a worker
     // stuck outside the database's control, so that every request still gets its one answer.
     auto deadline = std::chrono::steady_clock::now() + state_.config.request_timeout + backstop_grace;
-    slots_.push_back(Slot{deadline, t.async_id, false, {}, {}});
+    slots_.push_back(Slot{deadline, t.async_id, false, {}, {}, false, nullptr});
     if (key.starts_with("shared/passdb/")) slots_.back().key = key;
     if (!backstop_armed_) arm_backstop(deadline);
     return t;
@@ -294,70 +331,137 @@ class Session : public std::enable_shared_from_this<Session> {
     return bytes;
   }
 
+  // A failed iteration; the rows of one that succeeded go out through a RowStream.
   std::string encode(const Ticket& t, const IterateAnswer& a) const {
     std::string bytes;
-    if (a.failed) {
-      spdlog::warn("conn {}: iteration failed: {}", id_, a.error);
-      dict::append_iterate_failed(bytes, t.async_id, a.error);
-      return bytes;
-    }
-    for (const auto& [key, value] : a.rows) dict::append_iterate_row(bytes, t.async_id, key, value);
-    dict::append_iterate_end(bytes, t.async_id);
+    spdlog::warn("conn {}: iteration failed: {}", id_, a.error);
+    dict::append_iterate_failed(bytes, t.async_id, a.error);
     return bytes;
   }
 
-  void complete(const Ticket& t, std::string bytes) {
+  void complete(const Ticket& t, std::string bytes, std::shared_ptr<RowStream> rows = nullptr) {
     if (closed_ || t.seq < slots_base_seq_) return;
     Slot& slot = slots_[t.seq - slots_base_seq_];
     if (slot.done) return;  // already failed by the backstop; the late answer is dropped
     slot.done = true;
     --pending_;
-    if (t.async_id) out_ += bytes;
-    else slot.bytes = std::move(bytes);
-    // In FIFO mode replies leave strictly in arrival order; in async mode they already left.
-    while (!slots_.empty() && slots_.front().done) {
-      out_ += slots_.front().bytes;
-      slots_.pop_front();
-      ++slots_base_seq_;
+    if (slot.iteration && !rows) iteration_open_ = false;  // failed: nothing left to stream
+    if (t.async_id) {
+      if (rows) rows_ = std::move(rows);
+      else out_ += bytes;
+    } else {
+      slot.bytes = std::move(bytes);
+      slot.rows = std::move(rows);
     }
-    if (reader_waiting_) resume_timer_.cancel();
+    release_in_order();
+    wake_reader();
     flush();
   }
 
+  // FIFO mode: replies leave strictly in arrival order, and nothing passes an iteration whose
+  // rows are still going out. In async mode replies already left; done slots are dropped.
+  void release_in_order() {
+    while (!slots_.empty() && slots_.front().done && (style_->async_ids || !rows_)) {
+      out_ += slots_.front().bytes;
+      if (slots_.front().rows) rows_ = std::move(slots_.front().rows);
+      slots_.pop_front();
+      ++slots_base_seq_;
+    }
+  }
+
+  // Encodes iteration rows while there is room below max_write_buffer.
+  void pump_rows() {
+    while (rows_ && !output_full()) {
+      if (!rows_->emit(out_, state_.config.max_write_buffer)) break;
+      rows_.reset();
+      iteration_open_ = false;
+      release_in_order();
+      wake_reader();
+    }
+  }
+
+  // Bytes accepted for this client and not yet taken by the kernel.
+  std::size_t queued_bytes() const { return out_.size() + (write_buffer_.size() - write_offset_); }
+  bool output_full() const { return queued_bytes() >= state_.config.max_write_buffer; }
+
+  void wake_reader() {
+    if (reader_waiting_) resume_timer_.cancel();
+  }
+
   void flush() {
-    if (writing_ || out_.empty() || closed_) {
+    if (closed_) return;
+    pump_rows();
+    if (writing_ || out_.empty()) {
       finish_if_done();
       return;
     }
     writing_ = true;
+    last_write_progress_ = std::chrono::steady_clock::now();
     std::swap(out_, write_buffer_);
-    asio::async_write(socket_, asio::buffer(write_buffer_), [self = shared_from_this()](auto ec, std::size_t) {
-      self->writing_ = false;
-      self->write_buffer_.clear();
-      if (ec) {
-        self->close();
-        return;
-      }
-      self->flush();
-    });
+    write_offset_ = 0;
+    write_some();
+  }
+
+  // One write at a time; each completion is progress (the write timeout counts from the last).
+  void write_some() {
+    socket_.async_write_some(
+        asio::buffer(write_buffer_.data() + write_offset_, write_buffer_.size() - write_offset_),
+        [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
+          if (ec) {
+            self->writing_ = false;
+            self->close();
+            return;
+          }
+          self->last_write_progress_ = std::chrono::steady_clock::now();
+          self->write_offset_ += n;
+          if (self->write_offset_ < self->write_buffer_.size()) {
+            self->pump_rows();
+            if (!self->output_full()) self->wake_reader();
+            self->write_some();
+            return;
+          }
+          self->writing_ = false;
+          self->write_buffer_.clear();
+          self->write_offset_ = 0;
+          // A large iteration leaves a large buffer behind; give it back.
+          if (self->write_buffer_.capacity() > 2 * self->state_.config.max_write_buffer + 65536)
+            std::string().swap(self->write_buffer_);
+          self->wake_reader();
+          self->flush();
+        });
   }
 
   void finish_if_done() {
-    if (reading_done_ && !closed_ && !writing_ && pending_ == 0 && out_.empty()) close();
+    if (reading_done_ && !closed_ && !writing_ && pending_ == 0 && out_.empty() && !rows_) close();
   }
 
+  // Closes a connection that has been idle for idle_timeout, or whose client has read none of
+  // its replies for write_timeout (checked at least every half write_timeout, so it is closed
+  // within 1.5 times that). Such a client would otherwise hold its unsent replies forever.
   asio::awaitable<void> idle_watch() {
     auto self = shared_from_this();
     const auto idle = state_.config.idle_timeout;
+    const auto write_timeout = state_.config.write_timeout;
     while (!closed_) {
-      idle_timer_.expires_at(last_activity_ + idle);
+      auto now = std::chrono::steady_clock::now();
+      auto next = writing_ ? last_write_progress_ + write_timeout
+                           : std::min(last_activity_ + idle, now + write_timeout / 2);
+      idle_timer_.expires_at(next);
       co_await idle_timer_.async_wait(asio::as_tuple(asio::use_awaitable));  // woken early by close()
       if (closed_) break;
-      if (pending_ == 0 && !writing_ && std::chrono::steady_clock::now() >= last_activity_ + idle) {
+      now = std::chrono::steady_clock::now();
+      if (writing_ && now >= last_write_progress_ + write_timeout) {
+        spdlog::warn("conn {}: the client has read none of its replies for {} ms ({} bytes waiting); closing the "
+                     "connection (write_timeout)",
+                     id_, write_timeout.count(), queued_bytes());
+        close();
+        break;
+      }
+      if (pending_ == 0 && !writing_ && !rows_ && now >= last_activity_ + idle) {
         spdlog::debug("conn {}: idle for {} ms; closing", id_, idle.count());
         close();
       }
-      if (pending_ != 0) last_activity_ = std::chrono::steady_clock::now();
+      if (pending_ != 0 || writing_) last_activity_ = now;
     }
   }
 
@@ -380,8 +484,13 @@ class Session : public std::enable_shared_from_this<Session> {
   std::vector<char> buffer_;
   std::size_t start_ = 0, end_ = 0;
   std::string out_, write_buffer_;
+  std::size_t write_offset_ = 0;  // bytes of write_buffer_ the kernel has taken
   bool writing_ = false, closed_ = false, reading_done_ = false, reader_waiting_ = false;
+  bool line_waiting_ = false;    // a complete line is held back by a limit
+  bool iteration_open_ = false;  // an iteration is in flight or still being written
+  std::shared_ptr<RowStream> rows_;  // the iteration whose rows are going out now
   std::chrono::steady_clock::time_point last_activity_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point last_write_progress_ = last_activity_;
 
   std::optional<dict::ReplyStyle> style_;
   std::uint32_t next_async_id_ = 1;
