@@ -2,6 +2,8 @@
 
 #include <grp.h>
 #include <pwd.h>
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -515,6 +517,9 @@ struct DictServer::Impl {
     for (unsigned i = 0; i < n; ++i) contexts.push_back(std::make_unique<asio::io_context>(1));
     acceptor.emplace(*contexts[0]);
   }
+  ~Impl() {
+    if (spare_fd >= 0) ::close(spare_fd);
+  }
 
   asio::awaitable<void> accept_loop() {
     std::size_t next = 0;
@@ -523,21 +528,67 @@ struct DictServer::Impl {
       auto [ec, socket] = co_await acceptor->async_accept(ctx, asio::as_tuple(asio::use_awaitable));
       if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
       if (ec) {
-        // Out of descriptors and the like: log, breathe, go on; never spin.
-        spdlog::error("accept on {} failed: {}", config.socket_path, ec.message());
+        // Out of descriptors and the like: say so once, refuse the client that is waiting (it
+        // would otherwise hang in the backlog), pause briefly, go on; never spin.
+        if (accept_failures++ == 0)
+          spdlog::error("accept on {} failed: {}; refusing new connections until it works again", config.socket_path,
+                        ec.message());
+        if (ec.value() == EMFILE || ec.value() == ENFILE) shed_waiting_connections();
         asio::steady_timer pause(acceptor->get_executor(), std::chrono::milliseconds(100));
-        co_await pause.async_wait(asio::use_awaitable);
+        co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
         continue;
       }
+      if (accept_failures) {
+        spdlog::info("accepting connections on {} again ({} failed accepts)", config.socket_path, accept_failures);
+        accept_failures = 0;
+      }
       if (state.connections.load() >= config.max_connections) {
-        spdlog::warn("refusing a connection: {} connections open (max_connections)", state.connections.load());
+        note_refused();
         continue;  // the socket closes as it goes out of scope
+      }
+      if (refused) {
+        spdlog::info("max_connections: {} connection(s) refused while {} were open; accepting again", refused,
+                     config.max_connections);
+        refused = 0;
       }
       ++state.connections;
       auto session = std::make_shared<Session>(std::move(socket), state);
       asio::post(ctx, [session] { session->start(); });
     }
   }
+
+  // One line when refusals start, then a count at most once a minute while they last (a busy
+  // host refusing a burst of clients must not flood the log).
+  void note_refused() {
+    auto now = std::chrono::steady_clock::now();
+    if (refused++ == 0) {
+      spdlog::warn("refusing connections: {} open (max_connections)", state.connections.load());
+      last_refusal_note = now;
+    } else if (now - last_refusal_note >= std::chrono::minutes(1)) {
+      spdlog::warn("max_connections: {} connection(s) refused so far; {} open", refused, state.connections.load());
+      last_refusal_note = now;
+    }
+  }
+
+  // With no descriptor left, accept() cannot even take a client in order to close it. A
+  // descriptor kept for this moment is given up to accept and close the waiting clients, so
+  // they see their connection closed at once.
+  void shed_waiting_connections() {
+    if (spare_fd < 0) return;
+    ::close(spare_fd);
+    spare_fd = -1;
+    for (int i = 0; i < 64; ++i) {
+      int fd = ::accept4(acceptor->native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd < 0) break;
+      ::close(fd);
+    }
+    spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+
+  int spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  std::uint64_t accept_failures = 0;
+  std::uint64_t refused = 0;
+  std::chrono::steady_clock::time_point last_refusal_note;
 
   const conf::Config& config;
   ServerState state;

@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "conf/config.hpp"
+#include "server/descriptor_limit.hpp"
 #include "server/dict_server.hpp"
 #include "server/lookup_service.hpp"
 #include "server/metrics.hpp"
@@ -132,6 +133,13 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   ::signal(SIGPIPE, SIG_IGN);
+
+  // Every client connection is a descriptor: use all the kernel allows, and accept no more
+  // connections than fit (beyond them a client is refused at once instead of hanging).
+  auto descriptors = maildict::server::raise_descriptor_limit();
+  if (descriptors.now != descriptors.before)
+    spdlog::info("open-file limit raised from {} to {}", descriptors.before, descriptors.now);
+  for (const auto& note : maildict::server::fit_connection_limits(config, descriptors.now)) spdlog::warn("{}", note);
 
   try {
     // Declared first so that it outlives (and bounds) every destructor that may wait for the
