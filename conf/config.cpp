@@ -222,6 +222,10 @@ const std::map<std::string, Setter, std::less<>>& setters() {
          c.policy_max_connections = static_cast<unsigned>(parse_uint(v, 100'000));
          if (c.policy_max_connections == 0) throw BadValue{"must be at least 1"};
        }},
+      {"policy_header_timeout", [](Config& c, std::string_view v) {
+         c.policy_header_timeout = parse_duration(v);
+         if (c.policy_header_timeout.count() < 100) throw BadValue{"must be at least 100ms"};
+       }},
       {"policy_max_header", [](Config& c, std::string_view v) {
          c.policy_max_header = parse_size(v);
          if (c.policy_max_header < 1024 || c.policy_max_header > (1u << 20)) throw BadValue{"must be between 1k and 1M"};

@@ -58,6 +58,7 @@ struct Config {
   std::string policy_api_key;           // empty: no key required
   std::string policy_api_header = "X-API-Key";
   unsigned policy_max_connections = 256;
+  std::chrono::milliseconds policy_header_timeout{5000};  // a new connection's request head must arrive within this
   std::size_t policy_max_header = 8192;
   std::size_t policy_max_body = 16384;
   std::chrono::milliseconds policy_persist_interval{5000};

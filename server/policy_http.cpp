@@ -11,6 +11,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <condition_variable>
+#include <list>
 #include <mutex>
 #include <spdlog/spdlog.h>
 #include <thread>
@@ -191,6 +192,7 @@ struct Shared {
   asio::thread_pool& blocking;  // admin saves wait here, never on the I/O thread
   std::atomic<unsigned> connections{0};
   PassdbOutcomes* outcomes = nullptr;  // logins maildict could not look up just now
+  std::list<class Session*> sessions;  // every open connection (touched on the I/O thread only)
 };
 
 // How long after a failed passdb lookup Dovecot's report of that login is not counted. The
@@ -248,60 +250,85 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(tcp::socket socket, Shared& shared)
       : stream_(std::move(socket)),
         shared_(shared),
-        buffer_(shared.config.policy_max_header + shared.config.policy_max_body + 4096) {}
-  ~Session() { --shared_.connections; }
+        buffer_(shared.config.policy_max_header + shared.config.policy_max_body + 4096) {
+    registered_ = shared_.sessions.insert(shared_.sessions.end(), this);
+  }
+  ~Session() {
+    shared_.sessions.erase(registered_);
+    --shared_.connections;
+  }
+
+  // A connection waiting for a request (or in the middle of its head) can be closed to make
+  // room for a new one when every slot is taken: see PolicyHttpServer::Impl::make_room().
+  bool waiting() const { return waiting_; }
+  // Whether this connection has had a request answered: such a connection (Dovecot's, kept
+  // alive) is closed for room only after every connection that has not.
+  bool served() const { return served_; }
+  std::chrono::steady_clock::time_point waiting_since() const { return waiting_since_; }
+  void evict() {
+    waiting_ = false;
+    stream_.cancel();  // the pending read ends with operation_aborted and the loop closes
+  }
 
   asio::awaitable<void> run() {
     auto self = shared_from_this();
     const auto& c = shared_.config;
+    const bool key_required = !c.policy_api_key.empty();
+    bool keyed = !key_required;  // the connection has shown the API key
     for (;;) {
-      // Idle between requests (keep-alive) for up to idle_timeout; once a request has begun it
-      // must arrive in full within request_timeout, so a slow sender cannot hold a connection.
-      if (buffer_.size() == 0) {
+      // Waiting for a request. A new connection must deliver a complete request head within
+      // policy_header_timeout of being accepted, a kept-alive one within that time of its first
+      // byte (it may idle up to idle_timeout before): a client that connects and sends nothing,
+      // or trickles a header, holds a slot for seconds, not minutes.
+      waiting_ = true;
+      waiting_since_ = std::chrono::steady_clock::now();
+      auto head_deadline = waiting_since_ + c.policy_header_timeout;
+      if (buffer_.size() == 0 && served_) {
         stream_.expires_after(c.idle_timeout);
         auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(4096), asio::as_tuple(asio::use_awaitable));
         if (ec) break;
         buffer_.commit(n);
+        head_deadline = std::chrono::steady_clock::now() + c.policy_header_timeout;
       }
       http::request_parser<http::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(c.policy_max_header));
       parser.body_limit(c.policy_max_body);
+      stream_.expires_at(head_deadline);
+      auto [hec, hn] = co_await http::async_read_header(stream_, buffer_, parser, asio::as_tuple(asio::use_awaitable));
+      waiting_ = false;
+      if (hec) {
+        if (hec == beast::error::timeout && !served_)
+          spdlog::debug("policy: conn {}: no complete request within {} ms (policy_header_timeout); closing", remote_,
+                        c.policy_header_timeout.count());
+        co_await framing_error(hec);
+        break;
+      }
+      // The API key is checked on the head alone: a policy or admin request without it is
+      // answered 401 and closed before its body is read; a connection that has not shown the key
+      // is never kept alive.
+      if (!keyed) {
+        if (key_ok(parser.get())) {
+          keyed = true;
+        } else if (needs_key(parser.get())) {
+          co_await refuse(parser.get(), 401, "missing or wrong API key (policy_api_header)");
+          break;
+        }
+      }
       stream_.expires_after(c.request_timeout);
       auto [ec, n] = co_await http::async_read(stream_, buffer_, parser, asio::as_tuple(asio::use_awaitable));
-      if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::eof ||
-          ec == asio::error::connection_reset || ec == asio::error::operation_aborted)
-        break;
       if (ec) {
-        int status = 400;
-        std::string why = "malformed HTTP request: " + ec.message();
-        if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
-          status = 431;
-          why = "request header too large (policy_max_header)";
-        } else if (ec == http::error::body_limit) {
-          status = 413;
-          why = "request body too large (policy_max_body)";
-        }
-        metrics().policy_bad_requests.inc();
-        spdlog::info("policy: conn {}: {}; answering {} and closing", remote_, why, status);
-        // The stream cannot be trusted after a framing error: answer and close.
-        Response res{static_cast<http::status>(status), 11};
-        res.set(http::field::server, "maildictd");
-        res.set(http::field::content_type, "application/json");
-        res.body() = policy::encode_error(why);
-        res.keep_alive(false);
-        res.prepare_payload();
-        stream_.expires_after(c.request_timeout);
-        co_await http::async_write(stream_, res, asio::as_tuple(asio::use_awaitable));
-        co_await linger();
+        co_await framing_error(ec);
         break;
       }
       Request req = parser.release();
       auto start = std::chrono::steady_clock::now();
       Response res = co_await handle(req);
       metrics().policy_latency.observe(std::chrono::steady_clock::now() - start);
+      if (!keyed) res.keep_alive(false);  // /metrics without the key: one request per connection
       bool keep = res.keep_alive();
       stream_.expires_after(c.request_timeout);
       auto [wec, wn] = co_await http::async_write(stream_, res, asio::as_tuple(asio::use_awaitable));
+      served_ = true;
       if (wec || !keep) break;
     }
     beast::error_code ignored;
@@ -312,6 +339,55 @@ class Session : public std::enable_shared_from_this<Session> {
   void set_remote(std::string r) { remote_ = std::move(r); }
 
  private:
+  // A request that could not be read. Answers the framing errors a client should hear about
+  // (4xx, then closes); a timeout, a reset or a close just ends the connection.
+  asio::awaitable<void> framing_error(beast::error_code ec) {
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::eof ||
+        ec == asio::error::connection_reset || ec == asio::error::operation_aborted)
+      co_return;
+    int status = 400;
+    std::string why = "malformed HTTP request: " + ec.message();
+    if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
+      status = 431;
+      why = "request header too large (policy_max_header)";
+    } else if (ec == http::error::body_limit) {
+      status = 413;
+      why = "request body too large (policy_max_body)";
+    }
+    metrics().policy_bad_requests.inc();
+    spdlog::info("policy: conn {}: {}; answering {} and closing", remote_, why, status);
+    co_await answer_and_close(status, why);
+  }
+
+  // Answers a request whose body has not been read, then closes: the stream cannot be trusted
+  // to be at a request boundary.
+  asio::awaitable<void> answer_and_close(int status, std::string_view why) {
+    Response res{static_cast<http::status>(status), 11};
+    res.set(http::field::server, "maildictd");
+    res.set(http::field::content_type, "application/json");
+    res.body() = policy::encode_error(why);
+    res.keep_alive(false);
+    res.prepare_payload();
+    stream_.expires_after(shared_.config.request_timeout);
+    co_await http::async_write(stream_, res, asio::as_tuple(asio::use_awaitable));
+    co_await linger();
+  }
+
+  asio::awaitable<void> refuse(const Request& head, int status, std::string_view why) {
+    metrics().policy_bad_requests.inc();
+    spdlog::debug("policy: conn {}: {} {} -> {} ({}); closing", remote_, std::string_view(head.method_string()),
+                  std::string_view(head.target()).substr(0, 128), status, why);
+    co_await answer_and_close(status, why);
+  }
+
+  // Policy and admin requests need the key; /metrics, unknown paths and bad targets do not
+  // (they get their own answer).
+  static bool needs_key(const Request& head) {
+    auto parsed = policy::parse_target(std::string_view(head.target().data(), head.target().size()));
+    auto* t = std::get_if<policy::Target>(&parsed);
+    return t && (t->path.starts_with("/admin/") || t->param("command"));
+  }
+
   // After an error answer to a request that was not read in full: stop sending, then read and
   // drop what the client still sends (bounded in bytes and time) before closing. Closing with
   // unread input would make the kernel reset the connection and could destroy the answer
@@ -461,6 +537,9 @@ class Session : public std::enable_shared_from_this<Session> {
   Shared& shared_;
   beast::flat_buffer buffer_;
   std::string remote_;
+  std::list<Session*>::iterator registered_;
+  bool waiting_ = false, served_ = false;
+  std::chrono::steady_clock::time_point waiting_since_;
 };
 
 }  // namespace
@@ -470,7 +549,7 @@ struct PolicyHttpServer::Impl {
       : config(c),
         engine(e),
         persistence(e, std::move(open), c.policy_persist_interval),
-        shared{c, e, persistence, blocking},
+        shared{c, e, persistence, blocking, {0}, nullptr, {}},
         acceptor(ioc) {}
 
   asio::awaitable<void> accept_loop() {
@@ -483,9 +562,9 @@ struct PolicyHttpServer::Impl {
         co_await pause.async_wait(asio::use_awaitable);
         continue;
       }
-      if (shared.connections.load() >= config.policy_max_connections) {
+      if (shared.connections.load() >= config.policy_max_connections && !make_room()) {
         metrics().policy_connections_refused.inc();
-        spdlog::warn("policy: refusing a connection: {} open (policy_max_connections)", shared.connections.load());
+        note_full("refusing a connection: every connection is busy with a request");
         continue;
       }
       ++shared.connections;
@@ -498,6 +577,36 @@ struct PolicyHttpServer::Impl {
     }
   }
 
+  // Every slot is taken: closes the connection that has waited longest for a request,
+  // preferring one that was never answered (a client that connects and sends nothing) over a
+  // kept-alive one (Dovecot's). False when every connection is busy with a request.
+  bool make_room() {
+    Session* victim = nullptr;
+    for (Session* s : shared.sessions) {
+      if (!s->waiting()) continue;
+      if (!victim || std::make_pair(s->served(), s->waiting_since()) <
+                         std::make_pair(victim->served(), victim->waiting_since()))
+        victim = s;
+    }
+    if (!victim) return false;
+    metrics().policy_connections_refused.inc();
+    note_full("closing the connection that waited longest for a request to make room");
+    victim->evict();
+    return true;
+  }
+
+  // One line when the listener fills up, then a count at most once a minute while it stays full.
+  void note_full(const char* what) {
+    auto now = std::chrono::steady_clock::now();
+    if (full_events++ == 0 || now - last_full_note >= std::chrono::minutes(1)) {
+      spdlog::warn("policy: {} open (policy_max_connections): {} ({} time(s) so far)", shared.connections.load(), what,
+                   full_events);
+      last_full_note = now;
+    }
+  }
+
+  std::uint64_t full_events = 0;
+  std::chrono::steady_clock::time_point last_full_note;
   const conf::Config& config;
   PolicyEngine& engine;
   asio::thread_pool blocking{1};

@@ -15,7 +15,9 @@ second(s)"). maildictd runs with small thresholds and a long window (POLICY belo
   * a block made through /admin/block stays in force across a restart of maildictd;
   * malformed HTTP, oversized headers and bodies, non-JSON bodies and missing fields get a 4xx
     and the daemon goes on serving (Dovecot logins included); keep-alive and absolute-form
-    targets work; policy_max_connections is enforced;
+    targets work; policy_max_connections is enforced (a new connection replaces the one that
+    has waited longest for a request), and 300 connections that send nothing neither keep
+    Dovecot's requests out nor stay open past policy_header_timeout;
   * GET /metrics counts policy requests, decisions and dict lookups.
 Dovecot's own per-IP auth penalty is switched off (its anvil socket is made unreachable) and
 auth_failure_delay = 0, so what slows a login down here is maildict's tarpit alone.
@@ -389,8 +391,8 @@ class AuthPolicyTest(unittest.TestCase):
         self.assert_serving()
 
     def test_connection_limit(self):
-        """policy_max_connections: one more connection is closed at once; the others still work,
-        and so does a new one once a slot is free."""
+        """policy_max_connections: with every slot taken, a new connection replaces the one that
+        has waited longest for a request; the others still work."""
         port = h.free_tcp_port()
         db = MAILDICTD.conf["database"]   # a database value: SQLite or PostgreSQL
         with h.start_maildictd(TMP.path, db_path=db, name="maildictd-limits",
@@ -407,25 +409,56 @@ class AuthPolicyTest(unittest.TestCase):
                     self.assertEqual(status_of(s.recv(65536)), 200)
                 with socket.create_connection(("127.0.0.1", port), timeout=10) as extra:
                     extra.sendall(request)
-                    try:
-                        got = extra.recv(65536)
-                    except ConnectionResetError:
-                        got = b""
-                    self.assertEqual(got, b"", "a 4th connection must be closed without an answer")
-                held.pop().close()
-
-                def slot_free():
-                    with socket.create_connection(("127.0.0.1", port), timeout=10) as again:
-                        again.sendall(request)
-                        try:
-                            return status_of(again.recv(65536)) == 200
-                        except ConnectionResetError:
-                            return False
-                h.wait_until(slot_free, 30, "a policy connection slot to be free again")
+                    self.assertEqual(status_of(extra.recv(65536)), 200, "a 4th connection must be served")
+                # ... in place of the connection idle the longest
+                try:
+                    self.assertEqual(held[0].recv(65536), b"", "the oldest idle connection must be closed")
+                except ConnectionResetError:
+                    pass
+                for s in held[1:]:
+                    s.sendall(request)
+                    self.assertEqual(status_of(s.recv(65536)), 200)
             finally:
                 for s in held:
                     s.close()
             self.assertIn("policy_max_connections", md.log_text())
+
+    def test_300_silent_connections_do_not_starve_dovecot(self):
+        """Connections that send nothing cannot hold the policy listener: Dovecot's requests are
+        still answered (the login from a blocked IP is rejected, which only maildictd's answer
+        can do; with auth_policy_reject_on_fail = no a failed policy request lets it in), and
+        the silent connections are closed after policy_header_timeout."""
+        ip = "192.0.2.60"
+        restart_maildictd()   # Dovecot's kept-alive connections end: it has to connect anew
+        status, payload = http_request("POST", "/admin/block", {"ip": ip, "reason": "e2e silent"})
+        self.assertEqual(status, 200, payload)
+        silent = [socket.create_connection(("127.0.0.1", PORT), timeout=10) for _ in range(300)]
+        opened = time.monotonic()
+        try:
+            a = attempt("jane@example.org", h.DEMO_PASSWORDS["jane@example.org"], ip)
+            self.assertFalse(a.ok, a.text)
+            self.assertEqual(a.outcome, "reject", a)
+            b = attempt("jane@example.org", h.DEMO_PASSWORDS["jane@example.org"], "198.51.100.61")
+            self.assertTrue(b.ok, b.text)
+
+            def all_closed():
+                for s in silent:
+                    s.settimeout(0.01)
+                    try:
+                        if s.recv(1) != b"":
+                            return False
+                    except socket.timeout:
+                        return False
+                    except OSError:
+                        pass
+                return True
+            h.wait_until(all_closed, 60, "the silent connections to be closed", interval=0.5)
+            h.log("300 silent connections closed %.1f s after they were opened" % (time.monotonic() - opened))
+        finally:
+            for s in silent:
+                s.close()
+            status, payload = http_request("POST", "/admin/unblock", {"ip": ip})
+            self.assertEqual(status, 200, payload)
 
     def test_keep_alive_absolute_form_and_trimmed_key(self):
         body = json.dumps(ALLOW_BODY).encode()
