@@ -19,6 +19,7 @@
 #include <unordered_set>
 
 #include "protocol/dict_codec.hpp"
+#include "server/socket_file.hpp"
 
 namespace maildict::server {
 namespace asio = boost::asio;
@@ -594,12 +595,15 @@ struct DictServer::Impl {
   ServerState state;
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   std::optional<stream_protocol::acceptor> acceptor;
-  bool bound = false;
+  SocketFile socket_file;
 };
 
 DictServer::DictServer(const conf::Config& config) : impl_(std::make_unique<Impl>(config)) {}
 DictServer::~DictServer() {
-  if (impl_->bound) ::unlink(impl_->config.socket_path.c_str());
+  auto& file = impl_->socket_file;
+  if (file.is_bound() && !file.remove_if_ours())
+    spdlog::info("left {} in place: it is no longer this process's socket (a new instance has bound it)",
+                 impl_->config.socket_path);
 }
 
 void DictServer::bind() {
@@ -627,7 +631,7 @@ void DictServer::bind() {
   acceptor.open(stream_protocol(), ec);
   if (!ec) acceptor.bind(stream_protocol::endpoint(c.socket_path), ec);
   if (ec) throw std::runtime_error("cannot bind " + c.socket_path + ": " + ec.message());
-  impl_->bound = true;
+  impl_->socket_file.bound(c.socket_path);
   acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) throw std::runtime_error("cannot listen on " + c.socket_path + ": " + ec.message());
 
