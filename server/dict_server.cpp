@@ -12,6 +12,8 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <list>
+#include <mutex>
 #include <filesystem>
 #include <functional>
 #include <spdlog/spdlog.h>
@@ -32,11 +34,19 @@ constexpr std::size_t max_open_transactions = 1000;
 constexpr auto backstop_grace = std::chrono::milliseconds(500);
 
 // Shared by all sessions; read-only after start except the counters.
+class Session;
+
 struct ServerState {
+  explicit ServerState(const conf::Config& c) : config(c) {}
   const conf::Config& config;
   LookupService* service = nullptr;
   std::atomic<unsigned> connections{0};
   std::atomic<std::uint64_t> next_connection_id{1};
+  std::atomic<bool> stopping{false};
+  // Every open session, so that a stop can tell each one to finish (sessions live on several
+  // I/O threads; the mutex is taken once per connection and once at the stop).
+  std::mutex sessions_mutex;
+  std::list<std::weak_ptr<Session>> sessions;
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -50,10 +60,26 @@ class Session : public std::enable_shared_from_this<Session> {
         backstop_timer_(socket_.get_executor()) {
     buffer_.resize(initial_read_buffer);
   }
-  ~Session() { --state_.connections; }
+  ~Session() {
+    if (registered_) {
+      std::lock_guard lock(state_.sessions_mutex);
+      state_.sessions.erase(*registered_);
+    }
+    --state_.connections;
+  }
+
+  asio::any_io_executor executor() { return socket_.get_executor(); }
 
   void start() {
     auto self = shared_from_this();
+    {
+      std::lock_guard lock(state_.sessions_mutex);
+      registered_ = state_.sessions.insert(state_.sessions.end(), self);
+    }
+    if (state_.stopping.load()) {  // accepted just as the stop began
+      close();
+      return;
+    }
     asio::co_spawn(socket_.get_executor(), self->read_loop(), asio::detached);
     asio::co_spawn(socket_.get_executor(), self->idle_watch(), asio::detached);
   }
@@ -94,9 +120,37 @@ class Session : public std::enable_shared_from_this<Session> {
     std::shared_ptr<RowStream> rows;  // FIFO mode: an iteration's rows, waiting their turn
   };
 
+
+ public:
+  // The daemon is stopping (SIGTERM): no new request is read, the ones in flight are answered
+  // (by the directory or, at their deadline, with a temporary failure) and written, then the
+  // connection closes. A connection with nothing in flight closes at once. Called on this
+  // session's thread.
+  void begin_stop() {
+    if (closed_ || stopping_) return;
+    stopping_ = true;
+    if (pending_ == 0 && !writing_ && out_.empty() && !rows_) {
+      close();
+      return;
+    }
+    reading_done_ = true;
+    if (reader_waiting_) {
+      resume_timer_.cancel();
+    } else {
+      boost::system::error_code ignored;
+      socket_.shutdown(stream_protocol::socket::shutdown_receive, ignored);  // ends a pending read
+    }
+    finish_if_done();
+  }
+
+ private:
   asio::awaitable<void> read_loop() {
     auto self = shared_from_this();
     for (;;) {
+      if (stopping_) {
+        finish_if_done();
+        break;
+      }
       if (!process_buffered_lines()) break;
       flush();
       if (closed_) break;
@@ -503,6 +557,8 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::steady_timer backstop_timer_;
   bool backstop_armed_ = false;
   std::unordered_set<std::uint32_t> transactions_;
+  bool stopping_ = false;
+  std::optional<std::list<std::weak_ptr<Session>>::iterator> registered_;
 };
 
 std::string errno_text() { return std::strerror(errno); }
@@ -557,6 +613,36 @@ struct DictServer::Impl {
       asio::post(ctx, [session] { session->start(); });
     }
   }
+
+  // Tells every session to finish what it has in flight, then stops the event loops once all
+  // have closed, or at the latest when the requests in flight are past their deadline (their
+  // backstop answered them) and a second more for writing the answers.
+  void begin_stop() {
+    state.stopping = true;
+    std::vector<std::shared_ptr<Session>> open;
+    {
+      std::lock_guard lock(state.sessions_mutex);
+      for (auto& w : state.sessions)
+        if (auto s = w.lock()) open.push_back(std::move(s));
+    }
+    for (auto& s : open) asio::post(s->executor(), [s] { s->begin_stop(); });
+    open.clear();
+    stop_deadline = std::chrono::steady_clock::now() + config.request_timeout + backstop_grace + std::chrono::seconds(1);
+    asio::co_spawn(*contexts[0], drain(), asio::detached);
+  }
+
+  asio::awaitable<void> drain() {
+    asio::steady_timer tick(*contexts[0]);
+    while (state.connections.load() > 0 && std::chrono::steady_clock::now() < stop_deadline) {
+      tick.expires_after(std::chrono::milliseconds(20));
+      co_await tick.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+    if (auto left = state.connections.load())
+      spdlog::warn("{} connection(s) still had answers to write when the stop deadline passed; closing them", left);
+    for (auto& ctx : contexts) ctx->stop();
+  }
+
+  std::chrono::steady_clock::time_point stop_deadline;
 
   // One line when refusals start, then a count at most once a minute while they last (a busy
   // host refusing a burst of clients must not flood the log).
@@ -660,10 +746,11 @@ void DictServer::run(LookupService& service) {
   asio::signal_set signals(*impl.contexts[0], SIGTERM, SIGINT);
   signals.async_wait([&impl](const boost::system::error_code& ec, int signo) {
     if (ec) return;
-    spdlog::info("received {}; shutting down", signo == SIGTERM ? "SIGTERM" : "SIGINT");
+    spdlog::info("received {}; answering the requests in flight, then shutting down",
+                 signo == SIGTERM ? "SIGTERM" : "SIGINT");
     boost::system::error_code ignored;
     impl.acceptor->close(ignored);
-    for (auto& ctx : impl.contexts) ctx->stop();
+    impl.begin_stop();
   });
   // SIGHUP (systemctl reload, log rotation) must not kill the daemon. The configuration is
   // read once at start; a reload empties the answer cache, which is all there is to refresh.

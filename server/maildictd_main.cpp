@@ -50,9 +50,10 @@ Options:
   -V, --version       print the version and exit
   -h, --help          print this help and exit
 
-Signals: SIGTERM or SIGINT stop the daemon cleanly (exit status 0; 1 if queries
-to a database that no longer answers were still running 10 s later); SIGHUP
-empties the answer cache.
+Signals: SIGTERM or SIGINT stop the daemon cleanly: it stops accepting, answers
+the requests already in flight (a temporary failure at their deadline at the
+latest), then closes (exit status 0; 1 if queries to a database that no longer
+answers were still running 10 s later); SIGHUP empties the answer cache.
 Example: printf 'H3\t2\t0\t\tmaildict\nLshared/passdb/john@example.org\t\n' |
            socat -t1 - UNIX-CONNECT:/run/maildict/dict.sock
 )",

@@ -23,6 +23,8 @@ class SocketHandoverTest(unittest.TestCase):
             a = h.start_maildictd(tmp.path, name="instance-a")
             try:
                 path = a.socket
+                # fully started (the socket accepts before its mode and owner are set)
+                h.wait_until(lambda: "serving the dict protocol" in a.log_text(), 30, "instance A to serve")
                 inode_a = os.stat(path).st_ino
                 os.unlink(path)    # what B does when A no longer accepts
                 conf = dict(a.conf)
