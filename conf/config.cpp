@@ -211,6 +211,14 @@ const std::map<std::string, Setter, std::less<>>& setters() {
                           "its admin endpoints change who may log in"};
          c.policy_listen = v;
        }},
+      {"policy_socket", [](Config& c, std::string_view v) {
+         if (!v.empty() && v.front() != '/') throw BadValue{"must be an absolute path, or nothing"};
+         if (v.size() >= 108) throw BadValue{"is too long for a UNIX socket path (107 bytes at most)"};
+         c.policy_socket = v;
+       }},
+      {"policy_socket_mode", [](Config& c, std::string_view v) { c.policy_socket_mode = parse_mode(v); }},
+      {"policy_socket_owner", [](Config& c, std::string_view v) { c.policy_socket_owner = v; }},
+      {"policy_socket_group", [](Config& c, std::string_view v) { c.policy_socket_group = v; }},
       {"policy_api_key", [](Config& c, std::string_view v) { c.policy_api_key = v; }},
       {"policy_api_header", [](Config& c, std::string_view v) {
          if (v.empty()) throw BadValue{"must not be empty"};

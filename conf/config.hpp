@@ -55,6 +55,12 @@ struct Config {
   std::string log_level = "info";
   // auth policy server (HTTP on loopback TCP); empty policy_listen: off
   std::string policy_listen;            // "127.0.0.1:8642" or "[::1]:8642"
+  // auth policy on a UNIX socket too (Dovecot 2.4: auth_policy { http_client_proxy_socket_path });
+  // empty: off. Mode, owner and group as for the dict socket.
+  std::string policy_socket;
+  mode_t policy_socket_mode = 0660;
+  std::string policy_socket_owner;
+  std::string policy_socket_group = "dovecot";
   std::string policy_api_key;           // empty: no key required
   std::string policy_api_header = "X-API-Key";
   unsigned policy_max_connections = 256;
@@ -90,6 +96,8 @@ struct ListenAddress {
   unsigned short port = 0;
 };
 ListenAddress policy_listen_address(const Config& config);
+// Whether the auth policy server runs (policy_listen or policy_socket set).
+inline bool policy_enabled(const Config& config) { return !config.policy_listen.empty() || !config.policy_socket.empty(); }
 // What storage::open_backend needs from the configuration.
 storage::BackendOptions backend_options(const Config& config);
 

@@ -31,7 +31,7 @@ std::vector<std::string> fit_connection_limits(conf::Config& config, std::uint64
   std::vector<std::string> notes;
   const std::uint64_t reserved = reserved_descriptors(config);
   const std::uint64_t available = limit > reserved + 16 ? limit - reserved : 16;
-  const bool policy = !config.policy_listen.empty();
+  const bool policy = conf::policy_enabled(config);
   std::uint64_t wanted = config.max_connections + (policy ? config.policy_max_connections : 0);
   if (wanted <= available) return notes;
   auto why = " (open-file limit " + std::to_string(limit) + ", " + std::to_string(reserved) +

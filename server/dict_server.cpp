@@ -22,6 +22,7 @@
 
 #include "protocol/dict_codec.hpp"
 #include "server/socket_file.hpp"
+#include "server/unix_listener.hpp"
 
 namespace maildict::server {
 namespace asio = boost::asio;
@@ -561,7 +562,6 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<std::list<std::weak_ptr<Session>>::iterator> registered_;
 };
 
-std::string errno_text() { return std::strerror(errno); }
 
 }  // namespace
 
@@ -694,49 +694,14 @@ DictServer::~DictServer() {
 
 void DictServer::bind() {
   const auto& c = impl_->config;
-  namespace fs = std::filesystem;
-  fs::path path(c.socket_path);
-  std::error_code fec;
-  fs::create_directories(path.parent_path(), fec);
-  if (fec) throw std::runtime_error("cannot create the socket directory " + path.parent_path().string() + ": " + fec.message());
-
-  // A socket file may be left from a crash; one that still accepts belongs to a live instance.
-  if (fs::is_socket(path, fec)) {
-    asio::io_context probe_ctx;
-    stream_protocol::socket probe(probe_ctx);
-    boost::system::error_code ec;
-    probe.connect(stream_protocol::endpoint(c.socket_path), ec);
-    if (!ec) throw std::runtime_error(c.socket_path + " is in use by a running maildictd (or another server)");
-    ::unlink(c.socket_path.c_str());
-  } else if (fs::exists(path, fec)) {
-    throw std::runtime_error(c.socket_path + " exists and is not a socket; refusing to replace it");
-  }
-
+  UnixListenerSpec spec{c.socket_path, c.socket_mode, c.socket_owner, c.socket_group, "socket", c.source};
+  int fd = bind_unix_listener(spec, impl_->socket_file);
   boost::system::error_code ec;
-  auto& acceptor = *impl_->acceptor;
-  acceptor.open(stream_protocol(), ec);
-  if (!ec) acceptor.bind(stream_protocol::endpoint(c.socket_path), ec);
-  if (ec) throw std::runtime_error("cannot bind " + c.socket_path + ": " + ec.message());
-  impl_->socket_file.bound(c.socket_path);
-  acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) throw std::runtime_error("cannot listen on " + c.socket_path + ": " + ec.message());
-
-  if (::chmod(c.socket_path.c_str(), c.socket_mode) != 0)
-    throw std::runtime_error("cannot set the mode of " + c.socket_path + ": " + errno_text());
-  uid_t uid = static_cast<uid_t>(-1);
-  gid_t gid = static_cast<gid_t>(-1);
-  if (!c.socket_owner.empty()) {
-    struct passwd* pw = ::getpwnam(c.socket_owner.c_str());
-    if (!pw) throw std::runtime_error(c.source + ": socket_owner: no such user '" + c.socket_owner + "'");
-    uid = pw->pw_uid;
+  impl_->acceptor->assign(stream_protocol(), fd, ec);
+  if (ec) {
+    ::close(fd);
+    throw std::runtime_error("cannot listen on " + c.socket_path + ": " + ec.message());
   }
-  if (!c.socket_group.empty()) {
-    struct group* gr = ::getgrnam(c.socket_group.c_str());
-    if (!gr) throw std::runtime_error(c.source + ": socket_group: no such group '" + c.socket_group + "'");
-    gid = gr->gr_gid;
-  }
-  if ((uid != static_cast<uid_t>(-1) || gid != static_cast<gid_t>(-1)) && ::chown(c.socket_path.c_str(), uid, gid) != 0)
-    throw std::runtime_error("cannot set the owner of " + c.socket_path + ": " + errno_text());
 }
 
 void DictServer::run(LookupService& service) {

@@ -15,9 +15,11 @@
 #include <mutex>
 #include <spdlog/spdlog.h>
 #include <thread>
+#include <type_traits>
 
 #include "protocol/json_writer.hpp"
 #include "server/metrics.hpp"
+#include "server/unix_listener.hpp"
 #include "storage/policy_store.hpp"
 
 namespace maildict::server {
@@ -192,7 +194,7 @@ struct Shared {
   asio::thread_pool& blocking;  // admin saves wait here, never on the I/O thread
   std::atomic<unsigned> connections{0};
   PassdbOutcomes* outcomes = nullptr;  // logins maildict could not look up just now
-  std::list<class Session*> sessions;  // every open connection (touched on the I/O thread only)
+  std::list<class Connection*> sessions;  // every open connection (touched on the I/O thread only)
 };
 
 // How long after a failed passdb lookup Dovecot's report of that login is not counted. The
@@ -245,9 +247,24 @@ std::string block_json(const PolicyBlock& b) {
   return out;
 }
 
-class Session : public std::enable_shared_from_this<Session> {
+// What the accept loop needs to know of a connection to make room (see make_room()).
+class Connection {
  public:
-  Session(tcp::socket socket, Shared& shared)
+  virtual ~Connection() = default;
+  // Waiting for a request (or in the middle of its head): may be closed to make room.
+  virtual bool waiting() const = 0;
+  // Has had a request answered: such a connection (Dovecot's, kept alive) is closed for room
+  // only after every connection that has not.
+  virtual bool served() const = 0;
+  virtual std::chrono::steady_clock::time_point waiting_since() const = 0;
+  virtual void evict() = 0;
+};
+
+// One HTTP connection, on TCP (policy_listen) or a UNIX socket (policy_socket).
+template <class Protocol>
+class Session : public Connection, public std::enable_shared_from_this<Session<Protocol>> {
+ public:
+  Session(typename Protocol::socket socket, Shared& shared)
       : stream_(std::move(socket)),
         shared_(shared),
         buffer_(shared.config.policy_max_header + shared.config.policy_max_body + 4096) {
@@ -258,20 +275,16 @@ class Session : public std::enable_shared_from_this<Session> {
     --shared_.connections;
   }
 
-  // A connection waiting for a request (or in the middle of its head) can be closed to make
-  // room for a new one when every slot is taken: see PolicyHttpServer::Impl::make_room().
-  bool waiting() const { return waiting_; }
-  // Whether this connection has had a request answered: such a connection (Dovecot's, kept
-  // alive) is closed for room only after every connection that has not.
-  bool served() const { return served_; }
-  std::chrono::steady_clock::time_point waiting_since() const { return waiting_since_; }
-  void evict() {
+  bool waiting() const override { return waiting_; }
+  bool served() const override { return served_; }
+  std::chrono::steady_clock::time_point waiting_since() const override { return waiting_since_; }
+  void evict() override {
     waiting_ = false;
     stream_.cancel();  // the pending read ends with operation_aborted and the loop closes
   }
 
   asio::awaitable<void> run() {
-    auto self = shared_from_this();
+    auto self = this->shared_from_this();
     const auto& c = shared_.config;
     const bool key_required = !c.policy_api_key.empty();
     bool keyed = !key_required;  // the connection has shown the API key
@@ -332,7 +345,7 @@ class Session : public std::enable_shared_from_this<Session> {
       if (wec || !keep) break;
     }
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.socket().shutdown(asio::socket_base::shutdown_send, ignored);
     stream_.close();
   }
 
@@ -394,7 +407,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // before the client has read it.
   asio::awaitable<void> linger() {
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.socket().shutdown(asio::socket_base::shutdown_send, ec);
     stream_.expires_after(std::chrono::seconds(1));
     std::array<char, 16384> sink;
     std::size_t total = 0;
@@ -533,11 +546,11 @@ class Session : public std::enable_shared_from_this<Session> {
     co_return make(req, http::status::ok, std::move(out));
   }
 
-  beast::tcp_stream stream_;
+  beast::basic_stream<Protocol> stream_;
   Shared& shared_;
   beast::flat_buffer buffer_;
   std::string remote_;
-  std::list<Session*>::iterator registered_;
+  std::list<Connection*>::iterator registered_;
   bool waiting_ = false, served_ = false;
   std::chrono::steady_clock::time_point waiting_since_;
 };
@@ -549,30 +562,38 @@ struct PolicyHttpServer::Impl {
       : config(c),
         engine(e),
         persistence(e, std::move(open), c.policy_persist_interval),
-        shared{c, e, persistence, blocking, {0}, nullptr, {}},
-        acceptor(ioc) {}
+        shared{c, e, persistence, blocking, {0}, nullptr, {}} {}
 
-  asio::awaitable<void> accept_loop() {
+  template <class Acceptor>
+  asio::awaitable<void> accept_loop(Acceptor& acceptor, std::string where) {
+    using Protocol = typename Acceptor::protocol_type;
+    bool failing = false;
     for (;;) {
       auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
       if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
       if (ec) {
-        spdlog::error("policy: accept on {} failed: {}", config.policy_listen, ec.message());
+        if (!failing) spdlog::error("policy: accept on {} failed: {}", where, ec.message());
+        failing = true;
         asio::steady_timer pause(ioc, std::chrono::milliseconds(100));
-        co_await pause.async_wait(asio::use_awaitable);
+        co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
         continue;
       }
+      failing = false;
       if (shared.connections.load() >= config.policy_max_connections && !make_room()) {
         metrics().policy_connections_refused.inc();
         note_full("refusing a connection: every connection is busy with a request");
         continue;
       }
       ++shared.connections;
-      boost::system::error_code rec;
-      auto ep = socket.remote_endpoint(rec);
-      socket.set_option(tcp::no_delay(true), rec);
-      auto session = std::make_shared<Session>(std::move(socket), shared);
-      session->set_remote(rec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port()));
+      std::string remote = "unix";
+      if constexpr (std::is_same_v<Protocol, tcp>) {
+        boost::system::error_code rec;
+        auto ep = socket.remote_endpoint(rec);
+        socket.set_option(tcp::no_delay(true), rec);
+        remote = rec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
+      }
+      auto session = std::make_shared<Session<Protocol>>(std::move(socket), shared);
+      session->set_remote(std::move(remote));
       asio::co_spawn(ioc, session->run(), asio::detached);
     }
   }
@@ -581,8 +602,8 @@ struct PolicyHttpServer::Impl {
   // preferring one that was never answered (a client that connects and sends nothing) over a
   // kept-alive one (Dovecot's). False when every connection is busy with a request.
   bool make_room() {
-    Session* victim = nullptr;
-    for (Session* s : shared.sessions) {
+    Connection* victim = nullptr;
+    for (Connection* s : shared.sessions) {
       if (!s->waiting()) continue;
       if (!victim || std::make_pair(s->served(), s->waiting_since()) <
                          std::make_pair(victim->served(), victim->waiting_since()))
@@ -613,7 +634,9 @@ struct PolicyHttpServer::Impl {
   Persistence persistence;
   Shared shared;
   asio::io_context ioc{1};
-  tcp::acceptor acceptor;
+  std::optional<tcp::acceptor> acceptor;                            // policy_listen
+  std::optional<asio::local::stream_protocol::acceptor> unix_acceptor;  // policy_socket
+  SocketFile socket_file;
   std::thread thread;
   bool started = false;
 };
@@ -626,17 +649,32 @@ PolicyHttpServer::~PolicyHttpServer() { stop(); }
 void PolicyHttpServer::consult_passdb_outcomes(PassdbOutcomes& outcomes) { impl_->shared.outcomes = &outcomes; }
 
 void PolicyHttpServer::bind() {
-  auto where = conf::policy_listen_address(impl_->config);
-  boost::system::error_code ec;
-  auto address = asio::ip::make_address(where.host, ec);
-  if (ec) throw std::runtime_error("policy_listen: bad address " + where.host);
-  tcp::endpoint ep(address, where.port);
-  auto& a = impl_->acceptor;
-  a.open(ep.protocol(), ec);
-  if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) a.bind(ep, ec);
-  if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) throw std::runtime_error("cannot listen on " + impl_->config.policy_listen + " (policy_listen): " + ec.message());
+  auto& impl = *impl_;
+  const auto& c = impl.config;
+  if (!c.policy_listen.empty()) {
+    auto where = conf::policy_listen_address(c);
+    boost::system::error_code ec;
+    auto address = asio::ip::make_address(where.host, ec);
+    if (ec) throw std::runtime_error("policy_listen: bad address " + where.host);
+    tcp::endpoint ep(address, where.port);
+    auto& a = impl.acceptor.emplace(impl.ioc);
+    a.open(ep.protocol(), ec);
+    if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) a.bind(ep, ec);
+    if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) throw std::runtime_error("cannot listen on " + c.policy_listen + " (policy_listen): " + ec.message());
+  }
+  if (!c.policy_socket.empty()) {
+    UnixListenerSpec spec{c.policy_socket, c.policy_socket_mode, c.policy_socket_owner, c.policy_socket_group,
+                          "policy_socket", c.source};
+    int fd = bind_unix_listener(spec, impl.socket_file);
+    boost::system::error_code ec;
+    impl.unix_acceptor.emplace(impl.ioc).assign(asio::local::stream_protocol(), fd, ec);
+    if (ec) {
+      ::close(fd);
+      throw std::runtime_error("cannot listen on " + c.policy_socket + " (policy_socket): " + ec.message());
+    }
+  }
 }
 
 void PolicyHttpServer::start() {
@@ -650,10 +688,17 @@ void PolicyHttpServer::start() {
                       [&impl] { return static_cast<double>(impl.engine.stats().blocks); });
   metrics().add_gauge("maildict_policy_evictions", "Tracked keys evicted since start (policy_max_entries reached).",
                       [&impl] { return static_cast<double>(impl.engine.stats().evictions); });
-  asio::co_spawn(impl.ioc, impl.accept_loop(), asio::detached);
+  if (impl.acceptor) {
+    asio::co_spawn(impl.ioc, impl.accept_loop(*impl.acceptor, impl.config.policy_listen), asio::detached);
+    spdlog::info("policy: serving Dovecot's auth policy on http://{}/ (metrics on /metrics)", impl.config.policy_listen);
+  }
+  if (impl.unix_acceptor) {
+    asio::co_spawn(impl.ioc, impl.accept_loop(*impl.unix_acceptor, impl.config.policy_socket), asio::detached);
+    spdlog::info("policy: serving Dovecot's auth policy on the UNIX socket {} (Dovecot 2.4: "
+                 "auth_policy {{ http_client_proxy_socket_path }})", impl.config.policy_socket);
+  }
   impl.thread = std::thread([&impl] { impl.ioc.run(); });
   impl.started = true;
-  spdlog::info("policy: serving Dovecot's auth policy on http://{}/ (metrics on /metrics)", impl.config.policy_listen);
 }
 
 void PolicyHttpServer::stop() {
@@ -662,12 +707,14 @@ void PolicyHttpServer::stop() {
   impl.started = false;
   asio::post(impl.ioc, [&impl] {
     boost::system::error_code ignored;
-    impl.acceptor.close(ignored);
+    if (impl.acceptor) impl.acceptor->close(ignored);
+    if (impl.unix_acceptor) impl.unix_acceptor->close(ignored);
     impl.ioc.stop();
   });
   if (impl.thread.joinable()) impl.thread.join();
   impl.blocking.join();
   impl.persistence.stop();  // its last round saves what changed
+  impl.socket_file.remove_if_ours();
 }
 
 }  // namespace maildict::server

@@ -19,6 +19,8 @@ second(s)"). maildictd runs with small thresholds and a long window (POLICY belo
     has waited longest for a request), and 300 connections that send nothing neither keep
     Dovecot's requests out nor stay open past policy_header_timeout;
   * GET /metrics counts policy requests, decisions and dict lookups.
+The same server also listens on a UNIX socket (policy_socket), answering the requests Dovecot
+2.4 sends there.
 Dovecot's own per-IP auth penalty is switched off (its anvil socket is made unreachable) and
 auth_failure_delay = 0, so what slows a login down here is maildict's tarpit alone.
 maildictd must exit 0 on SIGTERM and its log must hold no password, pwhash or request body.
@@ -69,7 +71,8 @@ _session = [0]
 
 
 def maildictd_conf():
-    return dict(POLICY, policy_listen="127.0.0.1:%d" % PORT)
+    return dict(POLICY, policy_listen="127.0.0.1:%d" % PORT, policy_socket=TMP.join("policy.sock"),
+                policy_socket_mode="0660", policy_socket_group="root")
 
 
 def setUpModule():
@@ -484,6 +487,54 @@ class AuthPolicyTest(unittest.TestCase):
         statuses = [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", replies)]
         self.assertEqual(statuses, [200, 422, 204], replies)
         self.assertIn(b'{"status":0,"msg":""}', replies)
+
+    def test_unix_socket_as_dovecot_2_4_uses_it(self):
+        """policy_socket: the requests Dovecot 2.4.1 sends through auth_policy {
+        http_client_proxy_socket_path } (absolute-form target, no Connection header, the API key
+        after two spaces), several on one kept-alive connection, as captured from it."""
+        path = TMP.join("policy.sock")
+        st = os.stat(path)
+        self.assertEqual(st.st_mode & 0o777, 0o660)
+
+        def request(command, body):
+            data = json.dumps(body, separators=(",", ":")).encode()
+            return (b"POST http://policy.invalid/policy?command=" + command.encode() + b" HTTP/1.1\r\n"
+                    b"Host: policy.invalid\r\nDate: Fri, 04 Dec 2026 14:46:34 GMT\r\n"
+                    b"User-Agent: dovecot/auth-policy-client\r\nContent-Length: %d\r\n"
+                    b"Content-Type: application/json\r\nX-API-Key:  " % len(data) + API_KEY.encode() +
+                    b"\r\n\r\n" + data)
+
+        allow = {"device_id": "", "fail_type": "", "login": "john@example.org", "protocol": "doveadm",
+                 "pwhash": "0834", "remote": "192.0.2.70", "session_id": "", "tls": False}
+        report = dict(allow, success=True, policy_reject=False)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(path)
+            replies = []
+            for command, body in (("allow", allow), ("allow", allow), ("report", report)):
+                s.sendall(request(command, body))
+                got = b""
+                while b"\r\n\r\n" not in got:
+                    got += s.recv(65536)
+                replies.append(got)
+            self.assertEqual([status_of(r) for r in replies], [200, 200, 204], replies)
+            self.assertIn(b'{"status":0,"msg":""}', replies[0])
+            # still open (HTTP/1.1 keeps alive without a Connection header): one more request
+            time.sleep(0.2)
+            s.sendall(request("allow", allow))
+            self.assertEqual(status_of(s.recv(65536)), 200)
+        # without the key: 401, and the connection is closed
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(path)
+            s.sendall(request("allow", allow).replace(API_KEY.encode(), b"wrong-key-here"))
+            got = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            self.assertEqual(status_of(got), 401, got)
 
     def test_metrics(self):
         status, payload = http_request("GET", "/metrics", key=False)
