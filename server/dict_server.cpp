@@ -34,9 +34,9 @@ constexpr std::size_t initial_read_buffer = 16 * 1024;
 constexpr std::size_t max_open_transactions = 1000;
 constexpr auto backstop_grace = std::chrono::milliseconds(500);
 
-// Shared by all sessions; read-only after start except the counters.
 class Session;
 
+// Shared by all sessions; read-only after start except the counters and the session list.
 struct ServerState {
   explicit ServerState(const conf::Config& c) : config(c) {}
   const conf::Config& config;
@@ -120,7 +120,6 @@ class Session : public std::enable_shared_from_this<Session> {
     bool iteration = false;
     std::shared_ptr<RowStream> rows;  // FIFO mode: an iteration's rows, waiting their turn
   };
-
 
  public:
   // The daemon is stopping (SIGTERM): no new request is read, the ones in flight are answered
@@ -430,7 +429,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // Encodes iteration rows while there is room below max_write_buffer.
   void pump_rows() {
     while (rows_ && !output_full()) {
-      if (!rows_->emit(out_, state_.config.max_write_buffer)) break;
+      // out_ may fill up to what the write in progress leaves of max_write_buffer
+      const std::size_t in_write = write_buffer_.size() - write_offset_;
+      if (!rows_->emit(out_, state_.config.max_write_buffer - in_write)) break;
       rows_.reset();
       iteration_open_ = false;
       release_in_order();
