@@ -161,6 +161,14 @@ const std::map<std::string, Setter, std::less<>>& setters() {
          c.max_pending = static_cast<unsigned>(parse_uint(v, 1'000'000));
          if (c.max_pending == 0) throw BadValue{"must be at least 1"};
        }},
+      {"max_write_buffer", [](Config& c, std::string_view v) {
+         c.max_write_buffer = parse_size(v);
+         if (c.max_write_buffer < 4096 || c.max_write_buffer > (64u << 20)) throw BadValue{"must be between 4k and 64M"};
+       }},
+      {"write_timeout", [](Config& c, std::string_view v) {
+         c.write_timeout = parse_duration(v);
+         if (c.write_timeout.count() < 100) throw BadValue{"must be at least 100ms"};
+       }},
       {"max_connections", [](Config& c, std::string_view v) {
          c.max_connections = static_cast<unsigned>(parse_uint(v, 1'000'000));
          if (c.max_connections == 0) throw BadValue{"must be at least 1"};
@@ -203,6 +211,14 @@ const std::map<std::string, Setter, std::less<>>& setters() {
                           "its admin endpoints change who may log in"};
          c.policy_listen = v;
        }},
+      {"policy_socket", [](Config& c, std::string_view v) {
+         if (!v.empty() && v.front() != '/') throw BadValue{"must be an absolute path, or nothing"};
+         if (v.size() >= 108) throw BadValue{"is too long for a UNIX socket path (107 bytes at most)"};
+         c.policy_socket = v;
+       }},
+      {"policy_socket_mode", [](Config& c, std::string_view v) { c.policy_socket_mode = parse_mode(v); }},
+      {"policy_socket_owner", [](Config& c, std::string_view v) { c.policy_socket_owner = v; }},
+      {"policy_socket_group", [](Config& c, std::string_view v) { c.policy_socket_group = v; }},
       {"policy_api_key", [](Config& c, std::string_view v) { c.policy_api_key = v; }},
       {"policy_api_header", [](Config& c, std::string_view v) {
          if (v.empty()) throw BadValue{"must not be empty"};
@@ -213,6 +229,10 @@ const std::map<std::string, Setter, std::less<>>& setters() {
       {"policy_max_connections", [](Config& c, std::string_view v) {
          c.policy_max_connections = static_cast<unsigned>(parse_uint(v, 100'000));
          if (c.policy_max_connections == 0) throw BadValue{"must be at least 1"};
+       }},
+      {"policy_header_timeout", [](Config& c, std::string_view v) {
+         c.policy_header_timeout = parse_duration(v);
+         if (c.policy_header_timeout.count() < 100) throw BadValue{"must be at least 100ms"};
        }},
       {"policy_max_header", [](Config& c, std::string_view v) {
          c.policy_max_header = parse_size(v);

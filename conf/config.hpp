@@ -46,6 +46,10 @@ struct Config {
   std::chrono::milliseconds idle_timeout{300000};
   std::size_t max_line_length = 65536;
   unsigned max_pending = 1000;
+  // Replies accepted for a client and not yet written; at this many bytes maildictd stops
+  // reading its requests (and producing iteration rows) until it reads.
+  std::size_t max_write_buffer = 256 * 1024;
+  std::chrono::milliseconds write_timeout{30000};  // a client that reads nothing for this long is closed
   unsigned max_connections = 4096;
   // cache
   std::size_t cache_entries = 100000;
@@ -58,9 +62,16 @@ struct Config {
   std::string log_level = "info";
   // auth policy server (HTTP on loopback TCP); empty policy_listen: off
   std::string policy_listen;            // "127.0.0.1:8642" or "[::1]:8642"
+  // auth policy on a UNIX socket too (Dovecot 2.4: auth_policy { http_client_proxy_socket_path });
+  // empty: off. Mode, owner and group as for the dict socket.
+  std::string policy_socket;
+  mode_t policy_socket_mode = 0660;
+  std::string policy_socket_owner;
+  std::string policy_socket_group = "dovecot";
   std::string policy_api_key;           // empty: no key required
   std::string policy_api_header = "X-API-Key";
   unsigned policy_max_connections = 256;
+  std::chrono::milliseconds policy_header_timeout{5000};  // a new connection's request head must arrive within this
   std::size_t policy_max_header = 8192;
   std::size_t policy_max_body = 16384;
   std::chrono::milliseconds policy_persist_interval{5000};
@@ -92,6 +103,8 @@ struct ListenAddress {
   unsigned short port = 0;
 };
 ListenAddress policy_listen_address(const Config& config);
+// Whether the auth policy server runs (policy_listen or policy_socket set).
+inline bool policy_enabled(const Config& config) { return !config.policy_listen.empty() || !config.policy_socket.empty(); }
 // What storage::open_backend needs from the configuration.
 storage::BackendOptions backend_options(const Config& config);
 

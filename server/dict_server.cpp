@@ -2,6 +2,8 @@
 
 #include <grp.h>
 #include <pwd.h>
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,6 +12,8 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <list>
+#include <mutex>
 #include <filesystem>
 #include <functional>
 #include <spdlog/spdlog.h>
@@ -17,6 +21,8 @@
 #include <unordered_set>
 
 #include "protocol/dict_codec.hpp"
+#include "server/socket_file.hpp"
+#include "server/unix_listener.hpp"
 
 namespace maildict::server {
 namespace asio = boost::asio;
@@ -28,12 +34,20 @@ constexpr std::size_t initial_read_buffer = 16 * 1024;
 constexpr std::size_t max_open_transactions = 1000;
 constexpr auto backstop_grace = std::chrono::milliseconds(500);
 
-// Shared by all sessions; read-only after start except the counters.
+class Session;
+
+// Shared by all sessions; read-only after start except the counters and the session list.
 struct ServerState {
+  explicit ServerState(const conf::Config& c) : config(c) {}
   const conf::Config& config;
   LookupService* service = nullptr;
   std::atomic<unsigned> connections{0};
   std::atomic<std::uint64_t> next_connection_id{1};
+  std::atomic<bool> stopping{false};
+  // Every open session, so that a stop can tell each one to finish (sessions live on several
+  // I/O threads; the mutex is taken once per connection and once at the stop).
+  std::mutex sessions_mutex;
+  std::list<std::weak_ptr<Session>> sessions;
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -47,10 +61,26 @@ class Session : public std::enable_shared_from_this<Session> {
         backstop_timer_(socket_.get_executor()) {
     buffer_.resize(initial_read_buffer);
   }
-  ~Session() { --state_.connections; }
+  ~Session() {
+    if (registered_) {
+      std::lock_guard lock(state_.sessions_mutex);
+      state_.sessions.erase(*registered_);
+    }
+    --state_.connections;
+  }
+
+  asio::any_io_executor executor() { return socket_.get_executor(); }
 
   void start() {
     auto self = shared_from_this();
+    {
+      std::lock_guard lock(state_.sessions_mutex);
+      registered_ = state_.sessions.insert(state_.sessions.end(), self);
+    }
+    if (state_.stopping.load()) {  // accepted just as the stop began
+      close();
+      return;
+    }
     asio::co_spawn(socket_.get_executor(), self->read_loop(), asio::detached);
     asio::co_spawn(socket_.get_executor(), self->idle_watch(), asio::detached);
   }
@@ -62,22 +92,72 @@ class Session : public std::enable_shared_from_this<Session> {
     std::uint64_t seq = 0;
     std::optional<std::uint32_t> async_id;
   };
+  // An iteration's answer, put on the wire a few rows at a time as the client reads, so that
+  // the encoded rows of a large directory never pile up in memory (DESIGN.md §2 rule 7).
+  struct RowStream {
+    IterateAnswer answer;
+    std::optional<std::uint32_t> async_id;
+    std::size_t next = 0;
+    // Appends rows while `out` is below `budget`; true once every row and the end line are out.
+    bool emit(std::string& out, std::size_t budget) {
+      while (next < answer.rows.size() && out.size() < budget) {
+        auto& row = answer.rows[next++];
+        dict::append_iterate_row(out, async_id, row.first, row.second);
+        std::string().swap(row.first);  // what is on the wire is no longer held twice
+        std::string().swap(row.second);
+      }
+      if (next < answer.rows.size()) return false;
+      dict::append_iterate_end(out, async_id);
+      return true;
+    }
+  };
   struct Slot {
     std::chrono::steady_clock::time_point deadline;
     std::optional<std::uint32_t> async_id;
     bool done = false;
     std::string bytes;  // FIFO mode: the reply, waiting for the ones before it
     std::string key;    // a passdb lookup's key (the auth policy learns of its timeout)
+    bool iteration = false;
+    std::shared_ptr<RowStream> rows;  // FIFO mode: an iteration's rows, waiting their turn
   };
 
+ public:
+  // The daemon is stopping (SIGTERM): no new request is read, the ones in flight are answered
+  // (by the directory or, at their deadline, with a temporary failure) and written, then the
+  // connection closes. A connection with nothing in flight closes at once. Called on this
+  // session's thread.
+  void begin_stop() {
+    if (closed_ || stopping_) return;
+    stopping_ = true;
+    if (pending_ == 0 && !writing_ && out_.empty() && !rows_) {
+      close();
+      return;
+    }
+    reading_done_ = true;
+    if (reader_waiting_) {
+      resume_timer_.cancel();
+    } else {
+      boost::system::error_code ignored;
+      socket_.shutdown(stream_protocol::socket::shutdown_receive, ignored);  // ends a pending read
+    }
+    finish_if_done();
+  }
+
+ private:
   asio::awaitable<void> read_loop() {
     auto self = shared_from_this();
     for (;;) {
+      if (stopping_) {
+        finish_if_done();
+        break;
+      }
       if (!process_buffered_lines()) break;
       flush();
       if (closed_) break;
-      if (pending_ >= state_.config.max_pending) {
-        // Back-pressure: stop reading until replies drain (woken by complete()).
+      if (line_waiting_ || pending_ >= state_.config.max_pending || output_full()) {
+        // Back-pressure: stop reading until answers arrive or the client reads what it is
+        // owed (woken by complete() and by write progress). A client that sends and never
+        // reads is then held by the kernel's socket buffers, not by this process's memory.
         resume_timer_.expires_at(asio::steady_timer::time_point::max());
         reader_waiting_ = true;
         co_await resume_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
@@ -115,12 +195,19 @@ class Session : public std::enable_shared_from_this<Session> {
     }
   }
 
-  // Handles every complete line in the buffer, up to the pending limit. False: connection closed.
+  // Handles every complete line in the buffer, up to the pending and output limits and one
+  // iteration at a time (each may hold a whole directory until it is written).
+  // False: connection closed.
   bool process_buffered_lines() {
-    while (!closed_ && pending_ < state_.config.max_pending) {
+    line_waiting_ = false;
+    while (!closed_) {
       const char* begin = buffer_.data() + start_;
       const char* lf = static_cast<const char*>(std::memchr(begin, '\n', end_ - start_));
       if (!lf) break;
+      if (pending_ >= state_.config.max_pending || output_full() || (iteration_open_ && *begin == 'I')) {
+        line_waiting_ = true;
+        break;
+      }
       std::string_view line(begin, static_cast<std::size_t>(lf - begin));
       start_ += line.size() + 1;
       if (!handle_line(line)) {
@@ -179,14 +266,21 @@ class Session : public std::enable_shared_from_this<Session> {
 
   bool handle(const dict::Iterate& r) {
     Ticket ticket = open_ticket();
+    slots_.back().iteration = true;
+    iteration_open_ = true;
     if (spdlog::should_log(spdlog::level::debug))
       spdlog::debug("conn {}: iterate {} flags {}", id_, printable_excerpt(r.path), r.flags);
     auto self = shared_from_this();
     // The answer may arrive on a pool thread or at once on this one; either way it is
     // handed to this connection's thread, so the session is only ever touched there.
     state_.service->iterate(r, [self, ticket](IterateAnswer answer) {
-      asio::post(self->socket_.get_executor(), [self, ticket, answer = std::move(answer)] {
-        self->complete(ticket, self->encode(ticket, answer));
+      asio::post(self->socket_.get_executor(), [self, ticket, answer = std::move(answer)]() mutable {
+        if (answer.failed) {
+          self->complete(ticket, self->encode(ticket, answer));
+          return;
+        }
+        auto rows = std::make_shared<RowStream>(RowStream{std::move(answer), ticket.async_id, 0});
+        self->complete(ticket, {}, std::move(rows));
       });
     });
     return true;
@@ -245,7 +339,7 @@ class Session : public std::enable_shared_from_this<Session> {
     // The pool answers by the request deadline itself; this later one only catches a worker
     // stuck outside the database's control, so that every request still gets its one answer.
     auto deadline = std::chrono::steady_clock::now() + state_.config.request_timeout + backstop_grace;
-    slots_.push_back(Slot{deadline, t.async_id, false, {}, {}});
+    slots_.push_back(Slot{deadline, t.async_id, false, {}, {}, false, nullptr});
     if (key.starts_with("shared/passdb/")) slots_.back().key = key;
     if (!backstop_armed_) arm_backstop(deadline);
     return t;
@@ -294,70 +388,139 @@ class Session : public std::enable_shared_from_this<Session> {
     return bytes;
   }
 
+  // A failed iteration; the rows of one that succeeded go out through a RowStream.
   std::string encode(const Ticket& t, const IterateAnswer& a) const {
     std::string bytes;
-    if (a.failed) {
-      spdlog::warn("conn {}: iteration failed: {}", id_, a.error);
-      dict::append_iterate_failed(bytes, t.async_id, a.error);
-      return bytes;
-    }
-    for (const auto& [key, value] : a.rows) dict::append_iterate_row(bytes, t.async_id, key, value);
-    dict::append_iterate_end(bytes, t.async_id);
+    spdlog::warn("conn {}: iteration failed: {}", id_, a.error);
+    dict::append_iterate_failed(bytes, t.async_id, a.error);
     return bytes;
   }
 
-  void complete(const Ticket& t, std::string bytes) {
+  void complete(const Ticket& t, std::string bytes, std::shared_ptr<RowStream> rows = nullptr) {
     if (closed_ || t.seq < slots_base_seq_) return;
     Slot& slot = slots_[t.seq - slots_base_seq_];
     if (slot.done) return;  // already failed by the backstop; the late answer is dropped
     slot.done = true;
     --pending_;
-    if (t.async_id) out_ += bytes;
-    else slot.bytes = std::move(bytes);
-    // In FIFO mode replies leave strictly in arrival order; in async mode they already left.
-    while (!slots_.empty() && slots_.front().done) {
-      out_ += slots_.front().bytes;
-      slots_.pop_front();
-      ++slots_base_seq_;
+    if (slot.iteration && !rows) iteration_open_ = false;  // failed: nothing left to stream
+    if (t.async_id) {
+      if (rows) rows_ = std::move(rows);
+      else out_ += bytes;
+    } else {
+      slot.bytes = std::move(bytes);
+      slot.rows = std::move(rows);
     }
-    if (reader_waiting_) resume_timer_.cancel();
+    release_in_order();
+    wake_reader();
     flush();
   }
 
+  // FIFO mode: replies leave strictly in arrival order, and nothing passes an iteration whose
+  // rows are still going out. In async mode replies already left; done slots are dropped.
+  void release_in_order() {
+    while (!slots_.empty() && slots_.front().done && (style_->async_ids || !rows_)) {
+      out_ += slots_.front().bytes;
+      if (slots_.front().rows) rows_ = std::move(slots_.front().rows);
+      slots_.pop_front();
+      ++slots_base_seq_;
+    }
+  }
+
+  // Encodes iteration rows while there is room below max_write_buffer.
+  void pump_rows() {
+    while (rows_ && !output_full()) {
+      // out_ may fill up to what the write in progress leaves of max_write_buffer
+      const std::size_t in_write = write_buffer_.size() - write_offset_;
+      if (!rows_->emit(out_, state_.config.max_write_buffer - in_write)) break;
+      rows_.reset();
+      iteration_open_ = false;
+      release_in_order();
+      wake_reader();
+    }
+  }
+
+  // Bytes accepted for this client and not yet taken by the kernel.
+  std::size_t queued_bytes() const { return out_.size() + (write_buffer_.size() - write_offset_); }
+  bool output_full() const { return queued_bytes() >= state_.config.max_write_buffer; }
+
+  void wake_reader() {
+    if (reader_waiting_) resume_timer_.cancel();
+  }
+
   void flush() {
-    if (writing_ || out_.empty() || closed_) {
+    if (closed_) return;
+    pump_rows();
+    if (writing_ || out_.empty()) {
       finish_if_done();
       return;
     }
     writing_ = true;
+    last_write_progress_ = std::chrono::steady_clock::now();
     std::swap(out_, write_buffer_);
-    asio::async_write(socket_, asio::buffer(write_buffer_), [self = shared_from_this()](auto ec, std::size_t) {
-      self->writing_ = false;
-      self->write_buffer_.clear();
-      if (ec) {
-        self->close();
-        return;
-      }
-      self->flush();
-    });
+    write_offset_ = 0;
+    write_some();
+  }
+
+  // One write at a time; each completion is progress (the write timeout counts from the last).
+  void write_some() {
+    socket_.async_write_some(
+        asio::buffer(write_buffer_.data() + write_offset_, write_buffer_.size() - write_offset_),
+        [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
+          if (ec) {
+            self->writing_ = false;
+            self->close();
+            return;
+          }
+          self->last_write_progress_ = std::chrono::steady_clock::now();
+          self->write_offset_ += n;
+          if (self->write_offset_ < self->write_buffer_.size()) {
+            self->pump_rows();
+            if (!self->output_full()) self->wake_reader();
+            self->write_some();
+            return;
+          }
+          self->writing_ = false;
+          self->write_buffer_.clear();
+          self->write_offset_ = 0;
+          // A large iteration leaves a large buffer behind; give it back.
+          if (self->write_buffer_.capacity() > 2 * self->state_.config.max_write_buffer + 65536)
+            std::string().swap(self->write_buffer_);
+          self->wake_reader();
+          self->flush();
+        });
   }
 
   void finish_if_done() {
-    if (reading_done_ && !closed_ && !writing_ && pending_ == 0 && out_.empty()) close();
+    if (reading_done_ && !closed_ && !writing_ && pending_ == 0 && out_.empty() && !rows_) close();
   }
 
+  // Closes a connection that has been idle for idle_timeout, or whose client has read none of
+  // its replies for write_timeout (checked at least every half write_timeout, so it is closed
+  // within 1.5 times that). Such a client would otherwise hold its unsent replies forever.
   asio::awaitable<void> idle_watch() {
     auto self = shared_from_this();
     const auto idle = state_.config.idle_timeout;
+    const auto write_timeout = state_.config.write_timeout;
     while (!closed_) {
-      idle_timer_.expires_at(last_activity_ + idle);
+      auto now = std::chrono::steady_clock::now();
+      auto next = writing_ ? last_write_progress_ + write_timeout
+                           : std::min(last_activity_ + idle, now + write_timeout / 2);
+      idle_timer_.expires_at(next);
       co_await idle_timer_.async_wait(asio::as_tuple(asio::use_awaitable));  // woken early by close()
       if (closed_) break;
-      if (pending_ == 0 && !writing_ && std::chrono::steady_clock::now() >= last_activity_ + idle) {
+      now = std::chrono::steady_clock::now();
+      if (writing_ && now >= last_write_progress_ + write_timeout) {
+        spdlog::warn("conn {}: the client has read none of its replies for {} ms ({} bytes waiting); closing the "
+                     "connection (write_timeout)",
+                     id_, write_timeout.count(), queued_bytes());
+        close();
+        break;
+      }
+      if (pending_ == 0 && !writing_ && !rows_ && now >= last_activity_ + idle) {
         spdlog::debug("conn {}: idle for {} ms; closing", id_, idle.count());
         close();
       }
-      if (pending_ != 0) last_activity_ = std::chrono::steady_clock::now();
+      if (pending_ != 0 || writing_) last_activity_ = now;
     }
   }
 
@@ -380,8 +543,13 @@ class Session : public std::enable_shared_from_this<Session> {
   std::vector<char> buffer_;
   std::size_t start_ = 0, end_ = 0;
   std::string out_, write_buffer_;
+  std::size_t write_offset_ = 0;  // bytes of write_buffer_ the kernel has taken
   bool writing_ = false, closed_ = false, reading_done_ = false, reader_waiting_ = false;
+  bool line_waiting_ = false;    // a complete line is held back by a limit
+  bool iteration_open_ = false;  // an iteration is in flight or still being written
+  std::shared_ptr<RowStream> rows_;  // the iteration whose rows are going out now
   std::chrono::steady_clock::time_point last_activity_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point last_write_progress_ = last_activity_;
 
   std::optional<dict::ReplyStyle> style_;
   std::uint32_t next_async_id_ = 1;
@@ -391,9 +559,10 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::steady_timer backstop_timer_;
   bool backstop_armed_ = false;
   std::unordered_set<std::uint32_t> transactions_;
+  bool stopping_ = false;
+  std::optional<std::list<std::weak_ptr<Session>>::iterator> registered_;
 };
 
-std::string errno_text() { return std::strerror(errno); }
 
 }  // namespace
 
@@ -406,6 +575,9 @@ struct DictServer::Impl {
     for (unsigned i = 0; i < n; ++i) contexts.push_back(std::make_unique<asio::io_context>(1));
     acceptor.emplace(*contexts[0]);
   }
+  ~Impl() {
+    if (spare_fd >= 0) ::close(spare_fd);
+  }
 
   asio::awaitable<void> accept_loop() {
     std::size_t next = 0;
@@ -414,15 +586,28 @@ struct DictServer::Impl {
       auto [ec, socket] = co_await acceptor->async_accept(ctx, asio::as_tuple(asio::use_awaitable));
       if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
       if (ec) {
-        // Out of descriptors and the like: log, breathe, go on; never spin.
-        spdlog::error("accept on {} failed: {}", config.socket_path, ec.message());
+        // Out of descriptors and the like: say so once, refuse the client that is waiting (it
+        // would otherwise hang in the backlog), pause briefly, go on; never spin.
+        if (accept_failures++ == 0)
+          spdlog::error("accept on {} failed: {}; refusing new connections until it works again", config.socket_path,
+                        ec.message());
+        if (ec.value() == EMFILE || ec.value() == ENFILE) shed_waiting_connections();
         asio::steady_timer pause(acceptor->get_executor(), std::chrono::milliseconds(100));
-        co_await pause.async_wait(asio::use_awaitable);
+        co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
         continue;
       }
+      if (accept_failures) {
+        spdlog::info("accepting connections on {} again ({} failed accepts)", config.socket_path, accept_failures);
+        accept_failures = 0;
+      }
       if (state.connections.load() >= config.max_connections) {
-        spdlog::warn("refusing a connection: {} connections open (max_connections)", state.connections.load());
+        note_refused();
         continue;  // the socket closes as it goes out of scope
+      }
+      if (refused) {
+        spdlog::info("max_connections: {} connection(s) refused while {} were open; accepting again", refused,
+                     config.max_connections);
+        refused = 0;
       }
       ++state.connections;
       auto session = std::make_shared<Session>(std::move(socket), state);
@@ -430,63 +615,94 @@ struct DictServer::Impl {
     }
   }
 
+  // Tells every session to finish what it has in flight, then stops the event loops once all
+  // have closed, or at the latest when the requests in flight are past their deadline (their
+  // backstop answered them) and a second more for writing the answers.
+  void begin_stop() {
+    state.stopping = true;
+    std::vector<std::shared_ptr<Session>> open;
+    {
+      std::lock_guard lock(state.sessions_mutex);
+      for (auto& w : state.sessions)
+        if (auto s = w.lock()) open.push_back(std::move(s));
+    }
+    for (auto& s : open) asio::post(s->executor(), [s] { s->begin_stop(); });
+    open.clear();
+    stop_deadline = std::chrono::steady_clock::now() + config.request_timeout + backstop_grace + std::chrono::seconds(1);
+    asio::co_spawn(*contexts[0], drain(), asio::detached);
+  }
+
+  asio::awaitable<void> drain() {
+    asio::steady_timer tick(*contexts[0]);
+    while (state.connections.load() > 0 && std::chrono::steady_clock::now() < stop_deadline) {
+      tick.expires_after(std::chrono::milliseconds(20));
+      co_await tick.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+    if (auto left = state.connections.load())
+      spdlog::warn("{} connection(s) still had answers to write when the stop deadline passed; closing them", left);
+    for (auto& ctx : contexts) ctx->stop();
+  }
+
+  std::chrono::steady_clock::time_point stop_deadline;
+
+  // One line when refusals start, then a count at most once a minute while they last (a busy
+  // host refusing a burst of clients must not flood the log).
+  void note_refused() {
+    auto now = std::chrono::steady_clock::now();
+    if (refused++ == 0) {
+      spdlog::warn("refusing connections: {} open (max_connections)", state.connections.load());
+      last_refusal_note = now;
+    } else if (now - last_refusal_note >= std::chrono::minutes(1)) {
+      spdlog::warn("max_connections: {} connection(s) refused so far; {} open", refused, state.connections.load());
+      last_refusal_note = now;
+    }
+  }
+
+  // With no descriptor left, accept() cannot even take a client in order to close it. A
+  // descriptor kept for this moment is given up to accept and close the waiting clients, so
+  // they see their connection closed at once.
+  void shed_waiting_connections() {
+    if (spare_fd < 0) return;
+    ::close(spare_fd);
+    spare_fd = -1;
+    for (int i = 0; i < 64; ++i) {
+      int fd = ::accept4(acceptor->native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd < 0) break;
+      ::close(fd);
+    }
+    spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+
+  int spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  std::uint64_t accept_failures = 0;
+  std::uint64_t refused = 0;
+  std::chrono::steady_clock::time_point last_refusal_note;
+
   const conf::Config& config;
   ServerState state;
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   std::optional<stream_protocol::acceptor> acceptor;
-  bool bound = false;
+  SocketFile socket_file;
 };
 
 DictServer::DictServer(const conf::Config& config) : impl_(std::make_unique<Impl>(config)) {}
 DictServer::~DictServer() {
-  if (impl_->bound) ::unlink(impl_->config.socket_path.c_str());
+  auto& file = impl_->socket_file;
+  if (file.is_bound() && !file.remove_if_ours())
+    spdlog::info("left {} in place: it is no longer this process's socket (a new instance has bound it)",
+                 impl_->config.socket_path);
 }
 
 void DictServer::bind() {
   const auto& c = impl_->config;
-  namespace fs = std::filesystem;
-  fs::path path(c.socket_path);
-  std::error_code fec;
-  fs::create_directories(path.parent_path(), fec);
-  if (fec) throw std::runtime_error("cannot create the socket directory " + path.parent_path().string() + ": " + fec.message());
-
-  // A socket file may be left from a crash; one that still accepts belongs to a live instance.
-  if (fs::is_socket(path, fec)) {
-    asio::io_context probe_ctx;
-    stream_protocol::socket probe(probe_ctx);
-    boost::system::error_code ec;
-    probe.connect(stream_protocol::endpoint(c.socket_path), ec);
-    if (!ec) throw std::runtime_error(c.socket_path + " is in use by a running maildictd (or another server)");
-    ::unlink(c.socket_path.c_str());
-  } else if (fs::exists(path, fec)) {
-    throw std::runtime_error(c.socket_path + " exists and is not a socket; refusing to replace it");
-  }
-
+  UnixListenerSpec spec{c.socket_path, c.socket_mode, c.socket_owner, c.socket_group, "socket", c.source};
+  int fd = bind_unix_listener(spec, impl_->socket_file);
   boost::system::error_code ec;
-  auto& acceptor = *impl_->acceptor;
-  acceptor.open(stream_protocol(), ec);
-  if (!ec) acceptor.bind(stream_protocol::endpoint(c.socket_path), ec);
-  if (ec) throw std::runtime_error("cannot bind " + c.socket_path + ": " + ec.message());
-  impl_->bound = true;
-  acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) throw std::runtime_error("cannot listen on " + c.socket_path + ": " + ec.message());
-
-  if (::chmod(c.socket_path.c_str(), c.socket_mode) != 0)
-    throw std::runtime_error("cannot set the mode of " + c.socket_path + ": " + errno_text());
-  uid_t uid = static_cast<uid_t>(-1);
-  gid_t gid = static_cast<gid_t>(-1);
-  if (!c.socket_owner.empty()) {
-    struct passwd* pw = ::getpwnam(c.socket_owner.c_str());
-    if (!pw) throw std::runtime_error(c.source + ": socket_owner: no such user '" + c.socket_owner + "'");
-    uid = pw->pw_uid;
+  impl_->acceptor->assign(stream_protocol(), fd, ec);
+  if (ec) {
+    ::close(fd);
+    throw std::runtime_error("cannot listen on " + c.socket_path + ": " + ec.message());
   }
-  if (!c.socket_group.empty()) {
-    struct group* gr = ::getgrnam(c.socket_group.c_str());
-    if (!gr) throw std::runtime_error(c.source + ": socket_group: no such group '" + c.socket_group + "'");
-    gid = gr->gr_gid;
-  }
-  if ((uid != static_cast<uid_t>(-1) || gid != static_cast<gid_t>(-1)) && ::chown(c.socket_path.c_str(), uid, gid) != 0)
-    throw std::runtime_error("cannot set the owner of " + c.socket_path + ": " + errno_text());
 }
 
 void DictServer::run(LookupService& service) {
@@ -496,10 +712,11 @@ void DictServer::run(LookupService& service) {
   asio::signal_set signals(*impl.contexts[0], SIGTERM, SIGINT);
   signals.async_wait([&impl](const boost::system::error_code& ec, int signo) {
     if (ec) return;
-    spdlog::info("received {}; shutting down", signo == SIGTERM ? "SIGTERM" : "SIGINT");
+    spdlog::info("received {}; answering the requests in flight, then shutting down",
+                 signo == SIGTERM ? "SIGTERM" : "SIGINT");
     boost::system::error_code ignored;
     impl.acceptor->close(ignored);
-    for (auto& ctx : impl.contexts) ctx->stop();
+    impl.begin_stop();
   });
   // SIGHUP (systemctl reload, log rotation) must not kill the daemon. The configuration is
   // read once at start; a reload empties the answer cache, which is all there is to refresh.

@@ -16,6 +16,7 @@
 
 #include "conf/config.hpp"
 #include "conf/query_check.hpp"
+#include "server/descriptor_limit.hpp"
 #include "server/dict_server.hpp"
 #include "server/lookup_service.hpp"
 #include "server/metrics.hpp"
@@ -38,8 +39,9 @@ R"(Usage: maildictd [-c FILE] [--check-config] [--version] [--help]
 
 maildictd owns a mail server's user directory and answers Dovecot's passdb and
 userdb lookups (and OpenSMTPD's, through table-maildict) over Dovecot's dict
-protocol on a UNIX socket. With policy_listen set it is also Dovecot's auth
-policy server (HTTP on loopback: brute-force and password-spray protection,
+protocol on a UNIX socket. With policy_listen (or policy_socket) set it is also
+Dovecot's auth policy server (HTTP on loopback or a UNIX socket: brute-force and
+password-spray protection,
 GET /metrics, /admin/block and /admin/unblock). It runs in the foreground and
 logs to stderr.
 
@@ -53,9 +55,10 @@ Options:
   -V, --version       print the version and exit
   -h, --help          print this help and exit
 
-Signals: SIGTERM or SIGINT stop the daemon cleanly (exit status 0; 1 if queries
-to a database that no longer answers were still running 10 s later); SIGHUP
-empties the answer cache.
+Signals: SIGTERM or SIGINT stop the daemon cleanly: it stops accepting, answers
+the requests already in flight (a temporary failure at their deadline at the
+latest), then closes (exit status 0; 1 if queries to a database that no longer
+answers were still running 10 s later); SIGHUP empties the answer cache.
 Example: printf 'H3\t2\t0\t\tmaildict\nLshared/passdb/john@example.org\t\n' |
            socat -t1 - UNIX-CONNECT:/run/maildict/dict.sock
 )",
@@ -84,12 +87,17 @@ void print_summary(const maildict::conf::Config& c) {
   std::printf("  timeouts    request %lld ms, idle %lld ms\n", static_cast<long long>(c.request_timeout.count()),
               static_cast<long long>(c.idle_timeout.count()));
   std::printf("  cache       %zu entries, ttl %lld ms\n", c.cache_entries, static_cast<long long>(c.cache_ttl.count()));
-  if (c.policy_listen.empty()) {
-    std::printf("  policy      off (policy_listen is empty)\n");
+  if (!maildict::conf::policy_enabled(c)) {
+    std::printf("  policy      off (policy_listen and policy_socket are empty)\n");
   } else {
     const auto& p = c.policy;
-    std::printf("  policy      http://%s/ (API key %s), window %lld s\n", c.policy_listen.c_str(),
-                c.policy_api_key.empty() ? "not required" : "required", static_cast<long long>(p.window.count() / 1000));
+    if (!c.policy_listen.empty()) std::printf("  policy      http://%s/\n", c.policy_listen.c_str());
+    if (!c.policy_socket.empty())
+      std::printf("  policy      UNIX socket %s (mode %04o, group %s)\n", c.policy_socket.c_str(),
+                  static_cast<unsigned>(c.policy_socket_mode),
+                  c.policy_socket_group.empty() ? "-" : c.policy_socket_group.c_str());
+    std::printf("              API key %s, window %lld s\n", c.policy_api_key.empty() ? "not required" : "required",
+                static_cast<long long>(p.window.count() / 1000));
     std::printf("              tarpit/reject after ip+login %u/%u, ip %u/%u, login %u/%u distinct failures\n",
                 p.ip_login_tarpit, p.ip_login_reject, p.ip_tarpit, p.ip_reject, p.login_tarpit, p.login_reject);
     std::printf("              %zu allow-listed network(s), at most %zu tracked keys\n", p.allow_networks.size(),
@@ -152,6 +160,13 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   ::signal(SIGPIPE, SIG_IGN);
 
+  // Every client connection is a descriptor: use all the kernel allows, and accept no more
+  // connections than fit (beyond them a client is refused at once instead of hanging).
+  auto descriptors = maildict::server::raise_descriptor_limit();
+  if (descriptors.now != descriptors.before)
+    spdlog::info("open-file limit raised from {} to {}", descriptors.before, descriptors.now);
+  for (const auto& note : maildict::server::fit_connection_limits(config, descriptors.now)) spdlog::warn("{}", note);
+
   try {
     // Declared first so that it outlives (and bounds) every destructor that may wait for the
     // database: the pool's threads and the change listener.
@@ -163,7 +178,7 @@ int main(int argc, char** argv) {
     maildict::storage::DirectoryBackend* backend_for_policy = nullptr;
     std::unique_ptr<maildict::server::PolicyEngine> policy_engine;
     std::unique_ptr<maildict::server::PolicyHttpServer> policy_server;
-    if (!config.policy_listen.empty()) {
+    if (maildict::conf::policy_enabled(config)) {
       policy_engine = std::make_unique<maildict::server::PolicyEngine>(config.policy);
       policy_server = std::make_unique<maildict::server::PolicyHttpServer>(
           config, *policy_engine, [&backend_for_policy] {

@@ -206,6 +206,18 @@ void PolicyEngine::report(const policy::PolicyRequest& r) {
     if (!r.login.empty()) forget_peer(map_key(Scope::login, r.login), net_fp, now);
     return;
   }
+  // Dovecot 2.4 says why a login failed. An unknown account ("account") tells something about
+  // the client (it guesses or sprays names) but nothing about any login: it counts for the
+  // network only, once per name, and creates no per-login or per-pair keys. So a client that
+  // tries thousands of made-up names cannot push the counters of real users out of
+  // max_entries, nor get a login tarpitted that does not exist.
+  if (r.fail_type == "account") {
+    if (ip) {
+      std::uint64_t login_pw = r.pwhash ? fingerprint(r.login, *r.pwhash) : (0x8000000000000000ull | next_unique_++);
+      add_failure(map_key(Scope::ip, net), login_pw, login_fp, now);
+    }
+    return;
+  }
   // Without a pwhash, repeats cannot be told from new passwords: every failure is new.
   std::uint64_t pw = r.pwhash ? fingerprint(*r.pwhash) : (0x8000000000000000ull | next_unique_++);
   std::uint64_t login_pw = r.pwhash ? fingerprint(r.login, *r.pwhash) : pw;

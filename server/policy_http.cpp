@@ -11,12 +11,15 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <condition_variable>
+#include <list>
 #include <mutex>
 #include <spdlog/spdlog.h>
 #include <thread>
+#include <type_traits>
 
 #include "protocol/json_writer.hpp"
 #include "server/metrics.hpp"
+#include "server/unix_listener.hpp"
 #include "storage/policy_store.hpp"
 
 namespace maildict::server {
@@ -191,6 +194,7 @@ struct Shared {
   asio::thread_pool& blocking;  // admin saves wait here, never on the I/O thread
   std::atomic<unsigned> connections{0};
   PassdbOutcomes* outcomes = nullptr;  // logins maildict could not look up just now
+  std::list<class Connection*> sessions;  // every open connection (touched on the I/O thread only)
 };
 
 // How long after a failed passdb lookup Dovecot's report of that login is not counted. The
@@ -243,82 +247,167 @@ std::string block_json(const PolicyBlock& b) {
   return out;
 }
 
-class Session : public std::enable_shared_from_this<Session> {
+// What the accept loop needs to know of a connection to make room (see make_room()).
+class Connection {
  public:
-  Session(tcp::socket socket, Shared& shared)
+  virtual ~Connection() = default;
+  // Waiting for a request (or in the middle of its head): may be closed to make room.
+  virtual bool waiting() const = 0;
+  // Has had a request answered: such a connection (Dovecot's, kept alive) is closed for room
+  // only after every connection that has not.
+  virtual bool served() const = 0;
+  virtual std::chrono::steady_clock::time_point waiting_since() const = 0;
+  virtual void evict() = 0;
+};
+
+// One HTTP connection, on TCP (policy_listen) or a UNIX socket (policy_socket).
+template <class Protocol>
+class Session : public Connection, public std::enable_shared_from_this<Session<Protocol>> {
+ public:
+  Session(typename Protocol::socket socket, Shared& shared)
       : stream_(std::move(socket)),
         shared_(shared),
-        buffer_(shared.config.policy_max_header + shared.config.policy_max_body + 4096) {}
-  ~Session() { --shared_.connections; }
+        buffer_(shared.config.policy_max_header + shared.config.policy_max_body + 4096) {
+    registered_ = shared_.sessions.insert(shared_.sessions.end(), this);
+  }
+  ~Session() {
+    shared_.sessions.erase(registered_);
+    --shared_.connections;
+  }
+
+  bool waiting() const override { return waiting_; }
+  bool served() const override { return served_; }
+  std::chrono::steady_clock::time_point waiting_since() const override { return waiting_since_; }
+  void evict() override {
+    waiting_ = false;
+    stream_.cancel();  // the pending read ends with operation_aborted and the loop closes
+  }
 
   asio::awaitable<void> run() {
-    auto self = shared_from_this();
+    auto self = this->shared_from_this();
     const auto& c = shared_.config;
+    const bool key_required = !c.policy_api_key.empty();
+    bool keyed = !key_required;  // the connection has shown the API key
     for (;;) {
-      // Idle between requests (keep-alive) for up to idle_timeout; once a request has begun it
-      // must arrive in full within request_timeout, so a slow sender cannot hold a connection.
-      if (buffer_.size() == 0) {
+      // Waiting for a request. A new connection must deliver a complete request head within
+      // policy_header_timeout of being accepted, a kept-alive one within that time of its first
+      // byte (it may idle up to idle_timeout before): a client that connects and sends nothing,
+      // or trickles a header, holds a slot for seconds, not minutes.
+      waiting_ = true;
+      waiting_since_ = std::chrono::steady_clock::now();
+      auto head_deadline = waiting_since_ + c.policy_header_timeout;
+      if (buffer_.size() == 0 && served_) {
         stream_.expires_after(c.idle_timeout);
         auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(4096), asio::as_tuple(asio::use_awaitable));
         if (ec) break;
         buffer_.commit(n);
+        head_deadline = std::chrono::steady_clock::now() + c.policy_header_timeout;
       }
       http::request_parser<http::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(c.policy_max_header));
       parser.body_limit(c.policy_max_body);
+      stream_.expires_at(head_deadline);
+      auto [hec, hn] = co_await http::async_read_header(stream_, buffer_, parser, asio::as_tuple(asio::use_awaitable));
+      waiting_ = false;
+      if (hec) {
+        if (hec == beast::error::timeout && !served_)
+          spdlog::debug("policy: conn {}: no complete request within {} ms (policy_header_timeout); closing", remote_,
+                        c.policy_header_timeout.count());
+        co_await framing_error(hec);
+        break;
+      }
+      // The API key is checked on the head alone: a policy or admin request without it is
+      // answered 401 and closed before its body is read; a connection that has not shown the key
+      // is never kept alive.
+      if (!keyed) {
+        if (key_ok(parser.get())) {
+          keyed = true;
+        } else if (needs_key(parser.get())) {
+          co_await refuse(parser.get(), 401, "missing or wrong API key (policy_api_header)");
+          break;
+        }
+      }
       stream_.expires_after(c.request_timeout);
       auto [ec, n] = co_await http::async_read(stream_, buffer_, parser, asio::as_tuple(asio::use_awaitable));
-      if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::eof ||
-          ec == asio::error::connection_reset || ec == asio::error::operation_aborted)
-        break;
       if (ec) {
-        int status = 400;
-        std::string why = "malformed HTTP request: " + ec.message();
-        if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
-          status = 431;
-          why = "request header too large (policy_max_header)";
-        } else if (ec == http::error::body_limit) {
-          status = 413;
-          why = "request body too large (policy_max_body)";
-        }
-        metrics().policy_bad_requests.inc();
-        spdlog::info("policy: conn {}: {}; answering {} and closing", remote_, why, status);
-        // The stream cannot be trusted after a framing error: answer and close.
-        Response res{static_cast<http::status>(status), 11};
-        res.set(http::field::server, "maildictd");
-        res.set(http::field::content_type, "application/json");
-        res.body() = policy::encode_error(why);
-        res.keep_alive(false);
-        res.prepare_payload();
-        stream_.expires_after(c.request_timeout);
-        co_await http::async_write(stream_, res, asio::as_tuple(asio::use_awaitable));
-        co_await linger();
+        co_await framing_error(ec);
         break;
       }
       Request req = parser.release();
       auto start = std::chrono::steady_clock::now();
       Response res = co_await handle(req);
       metrics().policy_latency.observe(std::chrono::steady_clock::now() - start);
+      if (!keyed) res.keep_alive(false);  // /metrics without the key: one request per connection
       bool keep = res.keep_alive();
       stream_.expires_after(c.request_timeout);
       auto [wec, wn] = co_await http::async_write(stream_, res, asio::as_tuple(asio::use_awaitable));
+      served_ = true;
       if (wec || !keep) break;
     }
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.socket().shutdown(asio::socket_base::shutdown_send, ignored);
     stream_.close();
   }
 
   void set_remote(std::string r) { remote_ = std::move(r); }
 
  private:
+  // A request that could not be read. Answers the framing errors a client should hear about
+  // (4xx, then closes); a timeout, a reset or a close just ends the connection.
+  asio::awaitable<void> framing_error(beast::error_code ec) {
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::eof ||
+        ec == asio::error::connection_reset || ec == asio::error::operation_aborted)
+      co_return;
+    int status = 400;
+    std::string why = "malformed HTTP request: " + ec.message();
+    if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
+      status = 431;
+      why = "request header too large (policy_max_header)";
+    } else if (ec == http::error::body_limit) {
+      status = 413;
+      why = "request body too large (policy_max_body)";
+    }
+    metrics().policy_bad_requests.inc();
+    spdlog::info("policy: conn {}: {}; answering {} and closing", remote_, why, status);
+    co_await answer_and_close(status, why);
+  }
+
+  // Answers a request whose body has not been read, then closes: the stream cannot be trusted
+  // to be at a request boundary.
+  asio::awaitable<void> answer_and_close(int status, std::string_view why) {
+    Response res{static_cast<http::status>(status), 11};
+    res.set(http::field::server, "maildictd");
+    res.set(http::field::content_type, "application/json");
+    res.body() = policy::encode_error(why);
+    res.keep_alive(false);
+    res.prepare_payload();
+    stream_.expires_after(shared_.config.request_timeout);
+    co_await http::async_write(stream_, res, asio::as_tuple(asio::use_awaitable));
+    co_await linger();
+  }
+
+  asio::awaitable<void> refuse(const Request& head, int status, std::string_view why) {
+    metrics().policy_bad_requests.inc();
+    spdlog::debug("policy: conn {}: {} {} -> {} ({}); closing", remote_, std::string_view(head.method_string()),
+                  std::string_view(head.target()).substr(0, 128), status, why);
+    co_await answer_and_close(status, why);
+  }
+
+  // Policy and admin requests need the key; /metrics, unknown paths and bad targets do not
+  // (they get their own answer).
+  static bool needs_key(const Request& head) {
+    auto parsed = policy::parse_target(std::string_view(head.target().data(), head.target().size()));
+    auto* t = std::get_if<policy::Target>(&parsed);
+    return t && (t->path.starts_with("/admin/") || t->param("command"));
+  }
+
   // After an error answer to a request that was not read in full: stop sending, then read and
   // drop what the client still sends (bounded in bytes and time) before closing. Closing with
   // unread input would make the kernel reset the connection and could destroy the answer
   // before the client has read it.
   asio::awaitable<void> linger() {
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.socket().shutdown(asio::socket_base::shutdown_send, ec);
     stream_.expires_after(std::chrono::seconds(1));
     std::array<char, 16384> sink;
     std::size_t total = 0;
@@ -457,10 +546,13 @@ class Session : public std::enable_shared_from_this<Session> {
     co_return make(req, http::status::ok, std::move(out));
   }
 
-  beast::tcp_stream stream_;
+  beast::basic_stream<Protocol> stream_;
   Shared& shared_;
   beast::flat_buffer buffer_;
   std::string remote_;
+  std::list<Connection*>::iterator registered_;
+  bool waiting_ = false, served_ = false;
+  std::chrono::steady_clock::time_point waiting_since_;
 };
 
 }  // namespace
@@ -470,41 +562,81 @@ struct PolicyHttpServer::Impl {
       : config(c),
         engine(e),
         persistence(e, std::move(open), c.policy_persist_interval),
-        shared{c, e, persistence, blocking},
-        acceptor(ioc) {}
+        shared{c, e, persistence, blocking, {0}, nullptr, {}} {}
 
-  asio::awaitable<void> accept_loop() {
+  template <class Acceptor>
+  asio::awaitable<void> accept_loop(Acceptor& acceptor, std::string where) {
+    using Protocol = typename Acceptor::protocol_type;
+    bool failing = false;
     for (;;) {
       auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
       if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
       if (ec) {
-        spdlog::error("policy: accept on {} failed: {}", config.policy_listen, ec.message());
+        if (!failing) spdlog::error("policy: accept on {} failed: {}", where, ec.message());
+        failing = true;
         asio::steady_timer pause(ioc, std::chrono::milliseconds(100));
-        co_await pause.async_wait(asio::use_awaitable);
+        co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
         continue;
       }
-      if (shared.connections.load() >= config.policy_max_connections) {
+      failing = false;
+      if (shared.connections.load() >= config.policy_max_connections && !make_room()) {
         metrics().policy_connections_refused.inc();
-        spdlog::warn("policy: refusing a connection: {} open (policy_max_connections)", shared.connections.load());
+        note_full("refusing a connection: every connection is busy with a request");
         continue;
       }
       ++shared.connections;
-      boost::system::error_code rec;
-      auto ep = socket.remote_endpoint(rec);
-      socket.set_option(tcp::no_delay(true), rec);
-      auto session = std::make_shared<Session>(std::move(socket), shared);
-      session->set_remote(rec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port()));
+      std::string remote = "unix";
+      if constexpr (std::is_same_v<Protocol, tcp>) {
+        boost::system::error_code rec;
+        auto ep = socket.remote_endpoint(rec);
+        socket.set_option(tcp::no_delay(true), rec);
+        remote = rec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
+      }
+      auto session = std::make_shared<Session<Protocol>>(std::move(socket), shared);
+      session->set_remote(std::move(remote));
       asio::co_spawn(ioc, session->run(), asio::detached);
     }
   }
 
+  // Every slot is taken: closes the connection that has waited longest for a request,
+  // preferring one that was never answered (a client that connects and sends nothing) over a
+  // kept-alive one (Dovecot's). False when every connection is busy with a request.
+  bool make_room() {
+    Connection* victim = nullptr;
+    for (Connection* s : shared.sessions) {
+      if (!s->waiting()) continue;
+      if (!victim || std::make_pair(s->served(), s->waiting_since()) <
+                         std::make_pair(victim->served(), victim->waiting_since()))
+        victim = s;
+    }
+    if (!victim) return false;
+    metrics().policy_connections_refused.inc();
+    note_full("closing the connection that waited longest for a request to make room");
+    victim->evict();
+    return true;
+  }
+
+  // One line when the listener fills up, then a count at most once a minute while it stays full.
+  void note_full(const char* what) {
+    auto now = std::chrono::steady_clock::now();
+    if (full_events++ == 0 || now - last_full_note >= std::chrono::minutes(1)) {
+      spdlog::warn("policy: {} open (policy_max_connections): {} ({} time(s) so far)", shared.connections.load(), what,
+                   full_events);
+      last_full_note = now;
+    }
+  }
+
+  std::uint64_t full_events = 0;
+  std::chrono::steady_clock::time_point last_full_note;
   const conf::Config& config;
   PolicyEngine& engine;
   asio::thread_pool blocking{1};
   Persistence persistence;
   Shared shared;
   asio::io_context ioc{1};
-  tcp::acceptor acceptor;
+  std::optional<tcp::acceptor> acceptor;                            // policy_listen
+  std::optional<asio::local::stream_protocol::acceptor> unix_acceptor;  // policy_socket
+  SocketFile socket_file;
   std::thread thread;
   bool started = false;
 };
@@ -517,17 +649,32 @@ PolicyHttpServer::~PolicyHttpServer() { stop(); }
 void PolicyHttpServer::consult_passdb_outcomes(PassdbOutcomes& outcomes) { impl_->shared.outcomes = &outcomes; }
 
 void PolicyHttpServer::bind() {
-  auto where = conf::policy_listen_address(impl_->config);
-  boost::system::error_code ec;
-  auto address = asio::ip::make_address(where.host, ec);
-  if (ec) throw std::runtime_error("policy_listen: bad address " + where.host);
-  tcp::endpoint ep(address, where.port);
-  auto& a = impl_->acceptor;
-  a.open(ep.protocol(), ec);
-  if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) a.bind(ep, ec);
-  if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) throw std::runtime_error("cannot listen on " + impl_->config.policy_listen + " (policy_listen): " + ec.message());
+  auto& impl = *impl_;
+  const auto& c = impl.config;
+  if (!c.policy_listen.empty()) {
+    auto where = conf::policy_listen_address(c);
+    boost::system::error_code ec;
+    auto address = asio::ip::make_address(where.host, ec);
+    if (ec) throw std::runtime_error("policy_listen: bad address " + where.host);
+    tcp::endpoint ep(address, where.port);
+    auto& a = impl.acceptor.emplace(impl.ioc);
+    a.open(ep.protocol(), ec);
+    if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) a.bind(ep, ec);
+    if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) throw std::runtime_error("cannot listen on " + c.policy_listen + " (policy_listen): " + ec.message());
+  }
+  if (!c.policy_socket.empty()) {
+    UnixListenerSpec spec{c.policy_socket, c.policy_socket_mode, c.policy_socket_owner, c.policy_socket_group,
+                          "policy_socket", c.source};
+    int fd = bind_unix_listener(spec, impl.socket_file);
+    boost::system::error_code ec;
+    impl.unix_acceptor.emplace(impl.ioc).assign(asio::local::stream_protocol(), fd, ec);
+    if (ec) {
+      ::close(fd);
+      throw std::runtime_error("cannot listen on " + c.policy_socket + " (policy_socket): " + ec.message());
+    }
+  }
 }
 
 void PolicyHttpServer::start() {
@@ -541,10 +688,17 @@ void PolicyHttpServer::start() {
                       [&impl] { return static_cast<double>(impl.engine.stats().blocks); });
   metrics().add_gauge("maildict_policy_evictions", "Tracked keys evicted since start (policy_max_entries reached).",
                       [&impl] { return static_cast<double>(impl.engine.stats().evictions); });
-  asio::co_spawn(impl.ioc, impl.accept_loop(), asio::detached);
+  if (impl.acceptor) {
+    asio::co_spawn(impl.ioc, impl.accept_loop(*impl.acceptor, impl.config.policy_listen), asio::detached);
+    spdlog::info("policy: serving Dovecot's auth policy on http://{}/ (metrics on /metrics)", impl.config.policy_listen);
+  }
+  if (impl.unix_acceptor) {
+    asio::co_spawn(impl.ioc, impl.accept_loop(*impl.unix_acceptor, impl.config.policy_socket), asio::detached);
+    spdlog::info("policy: serving Dovecot's auth policy on the UNIX socket {} (Dovecot 2.4: "
+                 "auth_policy {{ http_client_proxy_socket_path }})", impl.config.policy_socket);
+  }
   impl.thread = std::thread([&impl] { impl.ioc.run(); });
   impl.started = true;
-  spdlog::info("policy: serving Dovecot's auth policy on http://{}/ (metrics on /metrics)", impl.config.policy_listen);
 }
 
 void PolicyHttpServer::stop() {
@@ -553,12 +707,14 @@ void PolicyHttpServer::stop() {
   impl.started = false;
   asio::post(impl.ioc, [&impl] {
     boost::system::error_code ignored;
-    impl.acceptor.close(ignored);
+    if (impl.acceptor) impl.acceptor->close(ignored);
+    if (impl.unix_acceptor) impl.unix_acceptor->close(ignored);
     impl.ioc.stop();
   });
   if (impl.thread.joinable()) impl.thread.join();
   impl.blocking.join();
   impl.persistence.stop();  // its last round saves what changed
+  impl.socket_file.remove_if_ours();
 }
 
 }  // namespace maildict::server

@@ -1,5 +1,8 @@
-// The auth policy listener: HTTP/1.1 on a loopback TCP address (Dovecot 2.3 cannot reach a
-// UNIX socket, specs/dovecot.md §3.8), served by one I/O thread of its own with Boost.Beast.
+// The auth policy listener: HTTP/1.1 on a loopback TCP address (policy_listen; Dovecot 2.3
+// cannot reach a UNIX socket) and/or a UNIX socket (policy_socket; Dovecot 2.4 reaches it with
+// auth_policy { http_client_proxy_socket_path } and sends absolute-form targets such as
+// "POST http://policy.invalid/policy?command=allow"), served by one I/O thread of its own with
+// Boost.Beast.
 //
 //   POST <any path>?command=allow    -> 200 {"status":N,"msg":"..."}   (PolicyEngine::decide)
 //   POST <any path>?command=report   -> 204                            (PolicyEngine::report)

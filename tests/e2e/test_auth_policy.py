@@ -15,8 +15,12 @@ second(s)"). maildictd runs with small thresholds and a long window (POLICY belo
   * a block made through /admin/block stays in force across a restart of maildictd;
   * malformed HTTP, oversized headers and bodies, non-JSON bodies and missing fields get a 4xx
     and the daemon goes on serving (Dovecot logins included); keep-alive and absolute-form
-    targets work; policy_max_connections is enforced;
+    targets work; policy_max_connections is enforced (a new connection replaces the one that
+    has waited longest for a request), and 300 connections that send nothing neither keep
+    Dovecot's requests out nor stay open past policy_header_timeout;
   * GET /metrics counts policy requests, decisions and dict lookups.
+The same server also listens on a UNIX socket (policy_socket), answering the requests Dovecot
+2.4 sends there.
 Dovecot's own per-IP auth penalty is switched off (its anvil socket is made unreachable) and
 auth_failure_delay = 0, so what slows a login down here is maildict's tarpit alone.
 maildictd must exit 0 on SIGTERM and its log must hold no password, pwhash or request body.
@@ -67,7 +71,8 @@ _session = [0]
 
 
 def maildictd_conf():
-    return dict(POLICY, policy_listen="127.0.0.1:%d" % PORT)
+    return dict(POLICY, policy_listen="127.0.0.1:%d" % PORT, policy_socket=TMP.join("policy.sock"),
+                policy_socket_mode="0660", policy_socket_group="root")
 
 
 def setUpModule():
@@ -389,8 +394,8 @@ class AuthPolicyTest(unittest.TestCase):
         self.assert_serving()
 
     def test_connection_limit(self):
-        """policy_max_connections: one more connection is closed at once; the others still work,
-        and so does a new one once a slot is free."""
+        """policy_max_connections: with every slot taken, a new connection replaces the one that
+        has waited longest for a request; the others still work."""
         port = h.free_tcp_port()
         db = MAILDICTD.conf["database"]   # a database value: SQLite or PostgreSQL
         with h.start_maildictd(TMP.path, db_path=db, name="maildictd-limits",
@@ -407,25 +412,56 @@ class AuthPolicyTest(unittest.TestCase):
                     self.assertEqual(status_of(s.recv(65536)), 200)
                 with socket.create_connection(("127.0.0.1", port), timeout=10) as extra:
                     extra.sendall(request)
-                    try:
-                        got = extra.recv(65536)
-                    except ConnectionResetError:
-                        got = b""
-                    self.assertEqual(got, b"", "a 4th connection must be closed without an answer")
-                held.pop().close()
-
-                def slot_free():
-                    with socket.create_connection(("127.0.0.1", port), timeout=10) as again:
-                        again.sendall(request)
-                        try:
-                            return status_of(again.recv(65536)) == 200
-                        except ConnectionResetError:
-                            return False
-                h.wait_until(slot_free, 30, "a policy connection slot to be free again")
+                    self.assertEqual(status_of(extra.recv(65536)), 200, "a 4th connection must be served")
+                # ... in place of the connection idle the longest
+                try:
+                    self.assertEqual(held[0].recv(65536), b"", "the oldest idle connection must be closed")
+                except ConnectionResetError:
+                    pass
+                for s in held[1:]:
+                    s.sendall(request)
+                    self.assertEqual(status_of(s.recv(65536)), 200)
             finally:
                 for s in held:
                     s.close()
             self.assertIn("policy_max_connections", md.log_text())
+
+    def test_300_silent_connections_do_not_starve_dovecot(self):
+        """Connections that send nothing cannot hold the policy listener: Dovecot's requests are
+        still answered (the login from a blocked IP is rejected, which only maildictd's answer
+        can do; with auth_policy_reject_on_fail = no a failed policy request lets it in), and
+        the silent connections are closed after policy_header_timeout."""
+        ip = "192.0.2.60"
+        restart_maildictd()   # Dovecot's kept-alive connections end: it has to connect anew
+        status, payload = http_request("POST", "/admin/block", {"ip": ip, "reason": "e2e silent"})
+        self.assertEqual(status, 200, payload)
+        silent = [socket.create_connection(("127.0.0.1", PORT), timeout=10) for _ in range(300)]
+        opened = time.monotonic()
+        try:
+            a = attempt("jane@example.org", h.DEMO_PASSWORDS["jane@example.org"], ip)
+            self.assertFalse(a.ok, a.text)
+            self.assertEqual(a.outcome, "reject", a)
+            b = attempt("jane@example.org", h.DEMO_PASSWORDS["jane@example.org"], "198.51.100.61")
+            self.assertTrue(b.ok, b.text)
+
+            def all_closed():
+                for s in silent:
+                    s.settimeout(0.01)
+                    try:
+                        if s.recv(1) != b"":
+                            return False
+                    except socket.timeout:
+                        return False
+                    except OSError:
+                        pass
+                return True
+            h.wait_until(all_closed, 60, "the silent connections to be closed", interval=0.5)
+            h.log("300 silent connections closed %.1f s after they were opened" % (time.monotonic() - opened))
+        finally:
+            for s in silent:
+                s.close()
+            status, payload = http_request("POST", "/admin/unblock", {"ip": ip})
+            self.assertEqual(status, 200, payload)
 
     def test_keep_alive_absolute_form_and_trimmed_key(self):
         body = json.dumps(ALLOW_BODY).encode()
@@ -451,6 +487,54 @@ class AuthPolicyTest(unittest.TestCase):
         statuses = [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", replies)]
         self.assertEqual(statuses, [200, 422, 204], replies)
         self.assertIn(b'{"status":0,"msg":""}', replies)
+
+    def test_unix_socket_as_dovecot_2_4_uses_it(self):
+        """policy_socket: the requests Dovecot 2.4.1 sends through auth_policy {
+        http_client_proxy_socket_path } (absolute-form target, no Connection header, the API key
+        after two spaces), several on one kept-alive connection, as captured from it."""
+        path = TMP.join("policy.sock")
+        st = os.stat(path)
+        self.assertEqual(st.st_mode & 0o777, 0o660)
+
+        def request(command, body):
+            data = json.dumps(body, separators=(",", ":")).encode()
+            return (b"POST http://policy.invalid/policy?command=" + command.encode() + b" HTTP/1.1\r\n"
+                    b"Host: policy.invalid\r\nDate: Fri, 04 Dec 2026 14:46:34 GMT\r\n"
+                    b"User-Agent: dovecot/auth-policy-client\r\nContent-Length: %d\r\n"
+                    b"Content-Type: application/json\r\nX-API-Key:  " % len(data) + API_KEY.encode() +
+                    b"\r\n\r\n" + data)
+
+        allow = {"device_id": "", "fail_type": "", "login": "john@example.org", "protocol": "doveadm",
+                 "pwhash": "0834", "remote": "192.0.2.70", "session_id": "", "tls": False}
+        report = dict(allow, success=True, policy_reject=False)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(path)
+            replies = []
+            for command, body in (("allow", allow), ("allow", allow), ("report", report)):
+                s.sendall(request(command, body))
+                got = b""
+                while b"\r\n\r\n" not in got:
+                    got += s.recv(65536)
+                replies.append(got)
+            self.assertEqual([status_of(r) for r in replies], [200, 200, 204], replies)
+            self.assertIn(b'{"status":0,"msg":""}', replies[0])
+            # still open (HTTP/1.1 keeps alive without a Connection header): one more request
+            time.sleep(0.2)
+            s.sendall(request("allow", allow))
+            self.assertEqual(status_of(s.recv(65536)), 200)
+        # without the key: 401, and the connection is closed
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(path)
+            s.sendall(request("allow", allow).replace(API_KEY.encode(), b"wrong-key-here"))
+            got = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            self.assertEqual(status_of(got), 401, got)
 
     def test_metrics(self):
         status, payload = http_request("GET", "/metrics", key=False)

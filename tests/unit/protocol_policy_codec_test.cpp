@@ -215,3 +215,35 @@ TEST_CASE("admin block bodies") {
                    R"({"ip":"1.2.3.4","seconds":1.5})", R"({"login":""})", R"({"login":"a","reason":"x\ny"})", "nope"})
     CHECK(std::holds_alternative<CodecError>(parse_block_body(bad)));
 }
+
+// Dovecot 2.4.1 through auth_policy { http_client_proxy_socket_path }: absolute-form targets
+// with the URL's own host, and fail_type in every body (transcript policy-unix-proxy.log).
+TEST_CASE("Dovecot 2.4 over a proxy socket: targets and bodies as captured") {
+  auto allow_target = target("http://policy.invalid/policy?command=allow");
+  CHECK(allow_target.path == "/policy");
+  CHECK(std::get<Command>(command_of(allow_target)) == Command::allow);
+  CHECK(std::get<Command>(command_of(target("http://policy.invalid/policy?command=report"))) == Command::report);
+
+  auto allow = body(Command::allow,
+                    R"({"device_id":"","fail_type":"","login":"john@example.org","protocol":"doveadm","pwhash":"0834","remote":"192.0.2.10","session_id":"","tls":false})");
+  CHECK(allow.login == "john@example.org");
+  CHECK(allow.remote == "192.0.2.10");
+  CHECK(allow.fail_type.empty());
+
+  auto rejected = body(Command::report,
+                       R"({"device_id":"","fail_type":"policy","login":"blocked@example.org","protocol":"doveadm","pwhash":"0b78","remote":"192.0.2.10","session_id":"","success":false,"policy_reject":true,"tls":false})");
+  CHECK_FALSE(rejected.success);
+  CHECK(rejected.policy_reject);
+  CHECK(rejected.fail_type == "policy");
+
+  auto internal = body(Command::report,
+                       R"({"device_id":"","fail_type":"internal","login":"fail@example.org","protocol":"doveadm","pwhash":"0319","remote":"","session_id":"","success":false,"policy_reject":false,"tls":false})");
+  CHECK(internal.fail_type == "internal");
+  CHECK(internal.remote.empty());
+
+  for (const char* kind : {"credentials", "account"}) {
+    std::string b = std::string(R"({"fail_type":")") + kind +
+                    R"(","login":"x@example.org","pwhash":"0abc","remote":"192.0.2.1","success":false})";
+    CHECK(body(Command::report, b).fail_type == kind);
+  }
+}

@@ -377,3 +377,42 @@ TEST_CASE("changes: expired keys, resets and unblocks are erased from the store"
   CHECK(c.blocks_erased[0].a == "login");
   CHECK(c.blocks_erased[0].b == "x");
 }
+
+TEST_CASE("unknown accounts (Dovecot 2.4 fail_type=account) count for the network only") {
+  FakeClock clock;
+  PolicyEngine e(test_settings(), clock.fn());
+  // 20 made-up names, one password each, from one address
+  for (int i = 0; i < 20; ++i) {
+    auto r = failed("nobody" + std::to_string(i) + "@example.org", "192.0.2.1", pw(i));
+    r.fail_type = "account";
+    e.report(r);
+  }
+  // the network is throttled (ip_tarpit 10) ...
+  CHECK(kind_of(e, req("someone@example.org", "192.0.2.1", "x")) == Decision::Kind::tarpit);
+  // ... but no login or pair key was made for names that do not exist: one network key
+  CHECK(e.stats().entries == 1);
+  // the same name from elsewhere is not affected
+  CHECK(kind_of(e, req("nobody1@example.org", "198.51.100.1", "x")) == Decision::Kind::allow);
+
+  // a wrong password for a real account still counts everywhere (ip_login_tarpit 3)
+  PolicyEngine e2(test_settings(), clock.fn());
+  for (int i = 0; i < 3; ++i) {
+    auto r = failed("john@example.org", "192.0.2.2", pw(i));
+    r.fail_type = "credentials";
+    e2.report(r);
+  }
+  CHECK(kind_of(e2, req("john@example.org", "192.0.2.2", "x")) == Decision::Kind::tarpit);
+  CHECK(e2.stats().entries == 3);
+}
+
+TEST_CASE("one unknown name retried counts once for the network") {
+  FakeClock clock;
+  PolicyEngine e(test_settings(), clock.fn());
+  // 15 distinct names would reach ip_tarpit (10); 15 repeats of one name and password do not
+  for (int i = 0; i < 15; ++i) {
+    auto r = failed("ghost@example.org", "192.0.2.3", "0aaa");
+    r.fail_type = "account";
+    e.report(r);
+  }
+  CHECK(kind_of(e, req("ghost@example.org", "192.0.2.3", "x")) == Decision::Kind::allow);
+}
