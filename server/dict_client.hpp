@@ -28,6 +28,9 @@ class DictClient {
     Status status = Status::failed;
     std::string value;  // found: the unescaped value (may be secret: never log it)
     std::string error;  // failed: a short reason for the log, without any value
+    // failed before a connection existed: connect(2)'s errno (ENOENT/ECONNREFUSED: maildictd
+    // is not there; EACCES: it is, but this user may not connect), else 0.
+    int connect_errno = 0;
   };
 
   explicit DictClient(Options options);
@@ -47,7 +50,7 @@ class DictClient {
  private:
   using Clock = std::chrono::steady_clock;
   Reply attempt(std::string_view request, Clock::time_point deadline, bool& retry_on_fresh);
-  bool connect_socket(Clock::time_point deadline, std::string& error);
+  bool connect_socket(Clock::time_point deadline, std::string& error, int& err);
   bool connection_still_usable();
 
   Options options_;
