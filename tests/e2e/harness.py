@@ -882,17 +882,17 @@ def demo_database(tmp):
 # ---- Dovecot --------------------------------------------------------------------------------
 
 SHIPPED_URI = "uri = proxy:idle_msecs=60000:/run/maildict/dict.sock:maildict"
-SHIPPED_DICT_AUTH_PATH = "/etc/dovecot/dovecot-dict-auth.conf.ext"
+SHIPPED_DICT_AUTH_PATH = "/etc/dovecot/dovecot-maildict-auth.conf.ext"
 
 
 def dict_auth_config(dict_socket, idle_msecs=None, dict_name="maildict"):
-    """The shipped dovecot-dict-auth.conf.ext with the test's socket and idle_msecs."""
-    with open(os.path.join(PACKAGING_DOVECOT, "dovecot-dict-auth.conf.ext")) as f:
+    """The shipped dovecot-maildict-auth.conf.ext with the test's socket and idle_msecs."""
+    with open(os.path.join(PACKAGING_DOVECOT, "dovecot-maildict-auth.conf.ext")) as f:
         text = f.read()
     lines = text.splitlines()
     uri_lines = [i for i, l in enumerate(lines) if l.strip().startswith("uri")]
     assert len(uri_lines) == 1 and lines[uri_lines[0]].strip() == SHIPPED_URI, \
-        "packaging/dovecot/dovecot-dict-auth.conf.ext must have exactly one %r line" % SHIPPED_URI
+        "packaging/dovecot/dovecot-maildict-auth.conf.ext must have exactly one %r line" % SHIPPED_URI
     idle = "" if idle_msecs is None else "idle_msecs=%d:" % idle_msecs
     lines[uri_lines[0]] = "uri = proxy:%s%s:%s" % (idle, dict_socket, dict_name)
     return "\n".join(lines) + "\n"
@@ -919,7 +919,7 @@ class Dovecot:
         self.state_dir = os.path.join(self.dir, "state")
         self.log_path = os.path.join(self.dir, "dovecot.log")
         self.conf_path = os.path.join(self.dir, "dovecot.conf")
-        self.dict_auth_path = os.path.join(self.dir, "dovecot-dict-auth.conf.ext")
+        self.dict_auth_path = os.path.join(self.dir, "dovecot-maildict-auth.conf.ext")
         self.snippet_path = os.path.join(self.dir, "10-maildict.conf")
         self.imap_port = free_tcp_port() if imap else None
         # lmtp=True: Dovecot's LMTP service on the unix socket <base_dir>/lmtp (mode 0666, as
