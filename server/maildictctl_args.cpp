@@ -370,7 +370,9 @@ USERS
                             Takes effect at once: the old password stops working.
     user set ADDRESS        Change --quota, --uid, --gid, --home or --mail; the value
                             `default` (or `none` for --quota) returns to the configured default.
-    user disable ADDRESS    The user can no longer log in and receives no mail.
+    user disable ADDRESS    The user can no longer log in and receives no mail: smtpd refuses
+                            mail to it (550); it never goes to the domain's catch-all. To
+                            forward it, add an alias for the address.
     user enable ADDRESS     Switch a disabled user back on.
     user remove ADDRESS     Delete the user and its sender rights. Refused while aliases name
                             it as a destination; --force deletes those alias rows too. Mail
@@ -420,7 +422,7 @@ LOOKUP
                             (recipient resolution) and mailaddrmap answers; for a domain,
                             smtpd's domain check. Says which resolution rule matched (read
                             from the database). Password hashes are shown as <hidden> unless
-                            --show-secrets is given.
+                            --show-secrets is given. Exits 2 when a KEY got no answer at all.
 
 OPTIONS
     -c, --config FILE       maildictd's configuration (default /etc/maildict/maildict.conf):
@@ -434,7 +436,8 @@ EXIT STATUS
     0   success (also for enable/disable of something already in that state)
     1   usage error or invalid input (bad address or domain, password on the command line,
         unknown option, passwords that do not match)
-    2   not found: the domain, user, alias or sender right does not exist
+    2   not found: the domain, user, alias or sender right does not exist (lookup: a KEY
+        that no lookup found)
     3   conflict: it exists already, an alias loop, a disabled or alias domain, or other rows
         still depend on it
     4   the database refused permanently (e.g. it has no maildict schema)

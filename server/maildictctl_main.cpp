@@ -7,6 +7,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -346,6 +347,8 @@ struct Lookup {
   table::DictClient& client;
   bool show_secrets;
   int failures = 0;
+  int found_answers = 0;
+  int connect_errno = 0;  // of the last failure that happened before a connection existed
 
   // One question to maildictd, printed as one line. Returns the value when found.
   std::optional<std::string> ask(const std::string& label, const std::string& key, bool secret_after_colon = false,
@@ -355,6 +358,7 @@ struct Lookup {
     std::optional<std::string> found;
     switch (reply.status) {
       case table::DictClient::Status::found:
+        ++found_answers;
         found = reply.value;
         shown = reply.value;
         if (!show_secrets && json_password) shown = hide_json_password(shown);
@@ -369,6 +373,7 @@ struct Lookup {
         break;
       case table::DictClient::Status::failed:
         ++failures;
+        if (reply.connect_errno) connect_errno = reply.connect_errno;
         std::printf("  %-18s TEMPORARY FAILURE (%s)\n", label.c_str(), reply.error.c_str());
         break;
     }
@@ -385,8 +390,18 @@ int lookup_command(const Command& c, const conf::Config& config, storage::Direct
   table::DictClient client(options);
   Lookup lookup{client, c.show_secrets};
   const bool overrides = !config.queries.sql_overrides.empty();
+  int keys_without_answer = 0;
 
   for (const auto& key_in : c.args) {
+    const int found_before = lookup.found_answers;
+    struct CountUnanswered {  // a key none of whose lookups found anything: exit 2
+      const Lookup& l;
+      int before;
+      int& count;
+      ~CountUnanswered() {
+        if (l.found_answers == before) ++count;
+      }
+    } count_unanswered{lookup, found_before, keys_without_answer};
     std::string key = key_in;
     for (char& ch : key)
       if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
@@ -418,7 +433,8 @@ int lookup_command(const Command& c, const conf::Config& config, storage::Direct
     std::printf(" smtpd:\n");
     if (address) {
       std::string domain = key.substr(key.rfind('@') + 1);
-      lookup.ask("domain", "shared/smtpd/domain/" + domain);
+      // (the domain being served says nothing about the address itself: not counted as found)
+      if (lookup.ask("domain", "shared/smtpd/domain/" + domain)) --lookup.found_answers;
       auto alias = lookup.ask("alias (recipient)", "shared/smtpd/alias/" + key);
       if (admin) {
         storage::Resolution how;
@@ -452,10 +468,17 @@ int lookup_command(const Command& c, const conf::Config& config, storage::Direct
     std::printf("\n");
   }
   if (lookup.failures) {
-    error(std::to_string(lookup.failures) + " lookup(s) failed temporarily (is maildictd running on " +
-          config.socket_path + "?)");
+    // The hint must fit the cause: a refused permission is the socket's group or mode, not a
+    // stopped daemon.
+    std::string why;
+    if (lookup.connect_errno == EACCES || lookup.connect_errno == EPERM)
+      why = " (permission denied: " + config.socket_path + ", check socket_group/socket_mode in maildict.conf)";
+    else if (lookup.connect_errno == ENOENT || lookup.connect_errno == ECONNREFUSED)
+      why = " (is maildictd running on " + config.socket_path + "?)";
+    error(std::to_string(lookup.failures) + " lookup(s) failed temporarily" + why);
     return ctl::exit_tempfail;
   }
+  if (keys_without_answer) return ctl::exit_not_found;
   return ctl::exit_ok;
 }
 
