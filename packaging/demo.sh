@@ -6,10 +6,11 @@ cd "$(dirname "$0")/.."
 top=$(pwd)
 packaging/install-deps.sh build
 
-if [ ! -x build/maildictd ] || [ ! -x build/maildict-admin ]; then
+if [ ! -f build/CMakeCache.txt ]; then
   cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 fi
-cmake --build build -j "$(nproc)" --target maildictd maildict-admin >/dev/null
+# Every installed program (not only the two the demo runs): `cmake --install build` works next.
+cmake --build build -j "$(nproc)" --target maildict-programs >/dev/null
 
 mkdir -p demo
 build/maildict-admin demo demo/directory.db
