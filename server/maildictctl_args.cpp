@@ -60,6 +60,7 @@ constexpr Spec kSpecs[] = {
     {"sender", "remove", 1, -1, 0, "sender remove LOGIN [ADDRESS...]"},
     {"sender", "list", 0, 1, 0, "sender list [LOGIN]"},
     {"lookup", "", 1, -1, o_show_secrets, "lookup KEY... [--show-secrets]"},
+    {"check", "", 0, 0, 0, "check"},
 };
 
 struct OptionName {
@@ -258,9 +259,9 @@ ParseResult parse_args(std::span<const std::string> args) {
   if (c.object == "help") return ParseResult{c, {}};
   if (c.object == "version") return ParseResult{c, {}};
   if (!known_object(c.object))
-    return error("unknown command '" + c.object + "' (domain, user, alias, sender, lookup or help)");
+    return error("unknown command '" + c.object + "' (domain, user, alias, sender, lookup, check or help)");
   std::size_t first_arg = 1;
-  if (c.object != "lookup") {
+  if (c.object != "lookup" && c.object != "check") {
     if (words.size() < 2) return error(c.object + " needs a subcommand: " + verbs_of(c.object));
     c.verb = words[1];
     first_arg = 2;
@@ -321,6 +322,7 @@ SYNOPSIS
     maildictctl [-c FILE] sender remove LOGIN [ADDRESS...]
     maildictctl [-c FILE] sender list [LOGIN]
     maildictctl [-c FILE] lookup KEY... [--show-secrets]
+    maildictctl [-c FILE] check
     maildictctl [-c FILE] import KIND --from URI [--dry-run] [--strict] [--verbose]
                           (see maildictctl import --help)
 
@@ -423,6 +425,15 @@ LOOKUP
                             smtpd's domain check. Says which resolution rule matched (read
                             from the database). Password hashes are shown as <hidden> unless
                             --show-secrets is given. Exits 2 when a KEY got no answer at all.
+
+CHECK
+    check                   Check this host against the configuration, one line per check
+                            with the fix when it fails: the accounts it names exist (user,
+                            socket_owner, socket_group, default_uid, default_gid); the SQLite
+                            database and its directory are writable by maildictd's user; smtpd's
+                            tables (as opensmtpd, its primary group only) and Dovecot 2.3's auth
+                            worker (root) can connect to the socket. Run it as root. Exits 78
+                            when a check fails, 75 when only maildictd is not answering.
 
 OPTIONS
     -c, --config FILE       maildictd's configuration (default /etc/maildict/maildict.conf):

@@ -16,6 +16,7 @@
 
 #include "conf/config.hpp"
 #include "server/dict_client.hpp"
+#include "server/host_checks.hpp"
 #include "server/maildictctl_args.hpp"
 #include "server/maildictctl_import.hpp"
 #include "storage/directory_admin.hpp"
@@ -482,6 +483,20 @@ int lookup_command(const Command& c, const conf::Config& config, storage::Direct
   return ctl::exit_ok;
 }
 
+// ---- check ------------------------------------------------------------------------------------------
+
+int check_command(const conf::Config& config) {
+  bool failed = false, only_daemon_down = true;
+  for (const auto& check : server::check_host(config, server::default_socket_clients())) {
+    std::printf("%-5s %s\n", check.ok ? "ok" : "FAIL", check.line.c_str());
+    if (check.ok) continue;
+    failed = true;
+    only_daemon_down = only_daemon_down && check.daemon_down;
+  }
+  if (!failed) return ctl::exit_ok;
+  return only_daemon_down ? ctl::exit_tempfail : ctl::exit_config;
+}
+
 // ---- main -------------------------------------------------------------------------------------------
 
 int run(const Command& c) {
@@ -500,6 +515,7 @@ int run(const Command& c) {
     error(e.what());
     return ctl::exit_config;
   }
+  if (c.object == "check") return check_command(config);
 
   // An existing schema (smtpd_table_config / dovecot_sql_config) is the operator's own tables,
   // read by their own queries: maildictctl knows neither, so it changes nothing there.

@@ -16,6 +16,7 @@
 
 #include "conf/config.hpp"
 #include "server/dict_server.hpp"
+#include "server/host_checks.hpp"
 #include "server/lookup_service.hpp"
 #include "server/metrics.hpp"
 #include "server/policy_engine.hpp"
@@ -123,6 +124,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (check_only) {
+    if (!maildict::server::report_account_problems(config)) return 1;  // names no account can have
     print_summary(config);
     return 0;
   }
