@@ -272,9 +272,9 @@ int run_text(Table& table, std::string first) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // LOG_PERROR: every line also goes to stderr, which is where an operator reading smtpd's own
-  // output finds it (smtpd -d, a foreground smtpd under systemd, smtpd's log of its table
-  // processes); a socket smtpd's user may not reach would otherwise only say 451 there.
+  // LOG_PERROR: every line also goes to stderr, which is smtpd's own output when it runs in
+  // the foreground (smtpd -d); a socket smtpd's user may not reach would otherwise only say
+  // 451 there. (A daemonized smtpd gives its tables /dev/null: syslog remains.)
   // stderr is never a protocol fd (smtpd talks on fd 0 and, >= 7.6, fd 1).
   ::openlog("table-maildict", LOG_PID | LOG_PERROR, LOG_MAIL);
   // A vanished smtpd or maildictd must show up as a write error, not kill us.
