@@ -6,10 +6,11 @@ cd "$(dirname "$0")/.."
 top=$(pwd)
 packaging/install-deps.sh build
 
-if [ ! -x build/maildictd ] || [ ! -x build/maildict-admin ]; then
+if [ ! -f build/CMakeCache.txt ]; then
   cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 fi
-cmake --build build -j "$(nproc)" --target maildictd maildict-admin >/dev/null
+# Every installed program (not only the two the demo runs): `cmake --install build` works next.
+cmake --build build -j "$(nproc)" --target maildict-programs >/dev/null
 
 mkdir -p demo
 build/maildict-admin demo demo/directory.db
@@ -36,29 +37,11 @@ Ask it by hand:
 and as OpenSMTPD asks it (through table-maildict):
   printf 'H3\t0\t0\t\tx\nLshared/smtpd/alias/postmaster@example.org\t\n' | socat -t1 - UNIX-CONNECT:$top/demo/dict.sock
 
-Point Dovecot 2.3 at it (conf.d/10-auth.conf):
-  passdb {
-    driver = dict
-    args = /etc/dovecot/dovecot-dict-maildict.conf.ext
-  }
-  userdb {
-    driver = dict
-    args = /etc/dovecot/dovecot-dict-maildict.conf.ext
-  }
-and /etc/dovecot/dovecot-dict-maildict.conf.ext:
+Point Dovecot 2.3 at it: install packaging/dovecot/10-maildict.conf in /etc/dovecot/conf.d/
+(and comment out "!include auth-system.conf.ext" in conf.d/10-auth.conf), and
+packaging/dovecot/dovecot-maildict-auth.conf.ext as /etc/dovecot/dovecot-maildict-auth.conf.ext
+with this uri line:
   uri = proxy:idle_msecs=60000:$top/demo/dict.sock:maildict
-  default_pass_scheme = CRYPT
-  iterate_prefix = userdb/
-  key passdb {
-    key = passdb/%u
-    format = json
-  }
-  key userdb {
-    key = userdb/%u
-    format = json
-  }
-  passdb_objects = passdb
-  userdb_objects = userdb
 Then: doveadm auth test john@example.org john-secret
 
 Serving now (Ctrl-C to stop):

@@ -46,6 +46,18 @@ bool wait_for(int fd, short events, Clock::time_point deadline, short& revents) 
 
 std::string errno_text(const char* what, int err) { return std::string(what) + ": " + std::strerror(err); }
 
+// Why connect(2) to the socket failed, worded for the operator reading smtpd's or the
+// terminal's log: a refused permission is a configuration problem (the socket's group and
+// mode), not a stopped maildictd, and says who was refused.
+std::string connect_error_text(const std::string& path, int err) {
+  if (err == EACCES || err == EPERM)
+    return "permission denied: " + path + " (uid " + std::to_string(::geteuid()) + ", gid " +
+           std::to_string(::getegid()) +
+           " may not connect; check socket_group/socket_mode in maildict.conf: the group must be "
+           "this process's primary group)";
+  return "connect " + path + ": " + std::strerror(err);
+}
+
 // A reason from the server's F line, for our log: short and on one line.
 std::string server_reason(std::string_view escaped) {
   std::string reason = dict::unescape(escaped);
@@ -74,7 +86,7 @@ void DictClient::set_options(Options options) {
   disconnect();
 }
 
-bool DictClient::connect_socket(Clock::time_point deadline, std::string& error) {
+bool DictClient::connect_socket(Clock::time_point deadline, std::string& error, int& err) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (options_.socket_path.empty() || options_.socket_path.size() >= sizeof addr.sun_path) {
@@ -91,7 +103,8 @@ bool DictClient::connect_socket(Clock::time_point deadline, std::string& error) 
     // A full listen backlog gives EAGAIN on a non-blocking UNIX socket: the server is
     // overloaded, which is a temporary failure like any other.
     if (errno != EINPROGRESS) {
-      error = errno_text("connect", errno);
+      err = errno;
+      error = connect_error_text(options_.socket_path, err);
       ::close(fd);
       return false;
     }
@@ -104,7 +117,8 @@ bool DictClient::connect_socket(Clock::time_point deadline, std::string& error) 
     int so_error = 0;
     socklen_t len = sizeof so_error;
     if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &len) != 0 || so_error != 0) {
-      error = errno_text("connect", so_error ? so_error : errno);
+      err = so_error ? so_error : errno;
+      error = connect_error_text(options_.socket_path, err);
       ::close(fd);
       return false;
     }
@@ -212,9 +226,11 @@ DictClient::Reply DictClient::lookup(std::string_view key) {
     std::string wire;
     if (fd_ < 0) {
       std::string error;
-      if (!connect_socket(deadline, error)) {
+      int err = 0;
+      if (!connect_socket(deadline, error, err)) {
         Reply r;
         r.error = std::move(error);
+        r.connect_errno = err;
         return r;
       }
       // Major 3 minor 0: in-order replies without ids, and never an M reply.

@@ -31,6 +31,9 @@ class DictClient {
     // failed: true when maildictd itself answered F (it runs; the fault is behind it, e.g. its
     // database), false when it could not be reached or did not answer in time.
     bool answered = false;
+    // failed before a connection existed: connect(2)'s errno (ENOENT/ECONNREFUSED: maildictd
+    // is not there; EACCES: it is, but this user may not connect), else 0.
+    int connect_errno = 0;
   };
 
   explicit DictClient(Options options);
@@ -50,7 +53,7 @@ class DictClient {
  private:
   using Clock = std::chrono::steady_clock;
   Reply attempt(std::string_view request, Clock::time_point deadline, bool& retry_on_fresh);
-  bool connect_socket(Clock::time_point deadline, std::string& error);
+  bool connect_socket(Clock::time_point deadline, std::string& error, int& err);
   bool connection_still_usable();
 
   Options options_;

@@ -60,6 +60,7 @@ constexpr Spec kSpecs[] = {
     {"sender", "remove", 1, -1, 0, "sender remove LOGIN [ADDRESS...]"},
     {"sender", "list", 0, 1, 0, "sender list [LOGIN]"},
     {"lookup", "", 1, -1, o_show_secrets, "lookup KEY... [--show-secrets]"},
+    {"check", "", 0, 0, 0, "check"},
 };
 
 struct OptionName {
@@ -258,9 +259,9 @@ ParseResult parse_args(std::span<const std::string> args) {
   if (c.object == "help") return ParseResult{c, {}};
   if (c.object == "version") return ParseResult{c, {}};
   if (!known_object(c.object))
-    return error("unknown command '" + c.object + "' (domain, user, alias, sender, lookup or help)");
+    return error("unknown command '" + c.object + "' (domain, user, alias, sender, lookup, check or help)");
   std::size_t first_arg = 1;
-  if (c.object != "lookup") {
+  if (c.object != "lookup" && c.object != "check") {
     if (words.size() < 2) return error(c.object + " needs a subcommand: " + verbs_of(c.object));
     c.verb = words[1];
     first_arg = 2;
@@ -321,6 +322,7 @@ SYNOPSIS
     maildictctl [-c FILE] sender remove LOGIN [ADDRESS...]
     maildictctl [-c FILE] sender list [LOGIN]
     maildictctl [-c FILE] lookup KEY... [--show-secrets]
+    maildictctl [-c FILE] check
     maildictctl [-c FILE] import KIND --from URI [--dry-run] [--strict] [--verbose]
                           (see maildictctl import --help)
 
@@ -370,7 +372,9 @@ USERS
                             Takes effect at once: the old password stops working.
     user set ADDRESS        Change --quota, --uid, --gid, --home or --mail; the value
                             `default` (or `none` for --quota) returns to the configured default.
-    user disable ADDRESS    The user can no longer log in and receives no mail.
+    user disable ADDRESS    The user can no longer log in and receives no mail: smtpd refuses
+                            mail to it (550); it never goes to the domain's catch-all. To
+                            forward it, add an alias for the address.
     user enable ADDRESS     Switch a disabled user back on.
     user remove ADDRESS     Delete the user and its sender rights. Refused while aliases name
                             it as a destination; --force deletes those alias rows too. Mail
@@ -420,7 +424,16 @@ LOOKUP
                             (recipient resolution) and mailaddrmap answers; for a domain,
                             smtpd's domain check. Says which resolution rule matched (read
                             from the database). Password hashes are shown as <hidden> unless
-                            --show-secrets is given.
+                            --show-secrets is given. Exits 2 when a KEY got no answer at all.
+
+CHECK
+    check                   Check this host against the configuration, one line per check
+                            with the fix when it fails: the accounts it names exist (user,
+                            socket_owner, socket_group, default_uid, default_gid); the SQLite
+                            database and its directory are writable by maildictd's user; smtpd's
+                            tables (as opensmtpd, its primary group only) and Dovecot 2.3's auth
+                            worker (root) can connect to the socket. Run it as root. Exits 78
+                            when a check fails, 75 when only maildictd is not answering.
 
 OPTIONS
     -c, --config FILE       maildictd's configuration (default /etc/maildict/maildict.conf):
@@ -434,7 +447,8 @@ EXIT STATUS
     0   success (also for enable/disable of something already in that state)
     1   usage error or invalid input (bad address or domain, password on the command line,
         unknown option, passwords that do not match)
-    2   not found: the domain, user, alias or sender right does not exist
+    2   not found: the domain, user, alias or sender right does not exist (lookup: a KEY
+        that no lookup found)
     3   conflict: it exists already, an alias loop, a disabled or alias domain, or other rows
         still depend on it
     4   the database refused permanently (e.g. it has no maildict schema)

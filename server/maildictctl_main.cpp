@@ -7,6 +7,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -15,6 +16,7 @@
 
 #include "conf/config.hpp"
 #include "server/dict_client.hpp"
+#include "server/host_checks.hpp"
 #include "server/maildictctl_args.hpp"
 #include "server/maildictctl_import.hpp"
 #include "storage/directory_admin.hpp"
@@ -347,6 +349,8 @@ struct Lookup {
   bool show_secrets;
   int failures = 0;          // answered F by maildictd (it runs; its database or query failed)
   int no_answer = 0;         // maildictd not reached, or no answer in time
+  int found_answers = 0;
+  int connect_errno = 0;     // of the last lookup that failed before a connection existed
 
   // One question to maildictd, printed as one line. Returns the value when found.
   std::optional<std::string> ask(const std::string& label, const std::string& key, bool secret_after_colon = false,
@@ -356,6 +360,7 @@ struct Lookup {
     std::optional<std::string> found;
     switch (reply.status) {
       case table::DictClient::Status::found:
+        ++found_answers;
         found = reply.value;
         shown = reply.value;
         if (!show_secrets && json_password) shown = hide_json_password(shown);
@@ -370,6 +375,7 @@ struct Lookup {
         break;
       case table::DictClient::Status::failed:
         ++(reply.answered ? failures : no_answer);
+        if (reply.connect_errno) connect_errno = reply.connect_errno;
         std::printf("  %-18s TEMPORARY FAILURE (%s%s)\n", label.c_str(), reply.answered ? "maildictd: " : "",
                     reply.error.c_str());
         break;
@@ -387,8 +393,18 @@ int lookup_command(const Command& c, const conf::Config& config, storage::Direct
   table::DictClient client(options);
   Lookup lookup{client, c.show_secrets};
   const bool overrides = !config.queries.sql_overrides.empty();
+  int keys_without_answer = 0;
 
   for (const auto& key_in : c.args) {
+    const int found_before = lookup.found_answers;
+    struct CountUnanswered {  // a key none of whose lookups found anything: exit 2
+      const Lookup& l;
+      int before;
+      int& count;
+      ~CountUnanswered() {
+        if (l.found_answers == before) ++count;
+      }
+    } count_unanswered{lookup, found_before, keys_without_answer};
     std::string key = key_in;
     for (char& ch : key)
       if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
@@ -420,7 +436,8 @@ int lookup_command(const Command& c, const conf::Config& config, storage::Direct
     std::printf(" smtpd:\n");
     if (address) {
       std::string domain = key.substr(key.rfind('@') + 1);
-      lookup.ask("domain", "shared/smtpd/domain/" + domain);
+      // (the domain being served says nothing about the address itself: not counted as found)
+      if (lookup.ask("domain", "shared/smtpd/domain/" + domain)) --lookup.found_answers;
       auto alias = lookup.ask("alias (recipient)", "shared/smtpd/alias/" + key);
       if (admin) {
         storage::Resolution how;
@@ -453,16 +470,37 @@ int lookup_command(const Command& c, const conf::Config& config, storage::Direct
     lookup.ask("mailaddrmap", "shared/smtpd/mailaddrmap/" + key);
     std::printf("\n");
   }
-  // Only a lookup that got no answer is blamed on the daemon; one it answered with F points
-  // at what is behind it (its log says which database or query failed).
-  if (lookup.no_answer)
-    error(std::to_string(lookup.no_answer) + " lookup(s) got no answer from maildictd (is maildictd running on " +
-          config.socket_path + "?)");
+  // Only a lookup that got no answer is blamed on the daemon, and the hint fits the cause: a
+  // refused permission is the socket's group or mode, not a stopped daemon. One it answered
+  // with F points at what is behind it (its log says which database or query failed).
+  if (lookup.no_answer) {
+    std::string why = " (no answer in time from " + config.socket_path + ")";
+    if (lookup.connect_errno == EACCES || lookup.connect_errno == EPERM)
+      why = " (permission denied: " + config.socket_path + ", check socket_group/socket_mode in maildict.conf)";
+    else if (lookup.connect_errno == ENOENT || lookup.connect_errno == ECONNREFUSED)
+      why = " (is maildictd running on " + config.socket_path + "?)";
+    error(std::to_string(lookup.no_answer) + " lookup(s) got no answer from maildictd" + why);
+  }
   if (lookup.failures)
     error(std::to_string(lookup.failures) + " lookup(s) answered with a temporary failure by maildictd on " +
           config.socket_path + " (its log says why; `maildictd --check-config` checks the database and queries)");
   if (lookup.no_answer || lookup.failures) return ctl::exit_tempfail;
+  if (keys_without_answer) return ctl::exit_not_found;
   return ctl::exit_ok;
+}
+
+// ---- check ------------------------------------------------------------------------------------------
+
+int check_command(const conf::Config& config) {
+  bool failed = false, only_daemon_down = true;
+  for (const auto& check : server::check_host(config, server::default_socket_clients())) {
+    std::printf("%-5s %s\n", check.ok ? "ok" : "FAIL", check.line.c_str());
+    if (check.ok) continue;
+    failed = true;
+    only_daemon_down = only_daemon_down && check.daemon_down;
+  }
+  if (!failed) return ctl::exit_ok;
+  return only_daemon_down ? ctl::exit_tempfail : ctl::exit_config;
 }
 
 // ---- main -------------------------------------------------------------------------------------------
@@ -483,6 +521,7 @@ int run(const Command& c) {
     error(e.what());
     return ctl::exit_config;
   }
+  if (c.object == "check") return check_command(config);
 
   // An existing schema (smtpd_table_config / dovecot_sql_config) is the operator's own tables,
   // read by their own queries: maildictctl knows neither, so it changes nothing there.

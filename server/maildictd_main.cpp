@@ -18,6 +18,7 @@
 #include "conf/query_check.hpp"
 #include "server/descriptor_limit.hpp"
 #include "server/dict_server.hpp"
+#include "server/host_checks.hpp"
 #include "server/lookup_service.hpp"
 #include "server/metrics.hpp"
 #include "server/policy_engine.hpp"
@@ -137,6 +138,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (check_only) {
+    if (!maildict::server::report_account_problems(config)) return 1;  // names no account can have
     // Opens the database as maildictd would (without creating anything) and prepares every
     // query of the operator's: a typo in one is found now, not as an F for every lookup.
     maildict::conf::QueryCheck check;

@@ -273,14 +273,57 @@ bool PolicyEngine::block(const policy::BlockRequest& r, PolicyBlock* made) {
   return true;
 }
 
-bool PolicyEngine::unblock(const policy::BlockRequest& r) {
+std::size_t PolicyEngine::marks_total() const {
+  std::size_t n = 0;
+  for (const auto& [k, e] : entries_) n += e.marks.size();
+  return n;
+}
+
+bool PolicyEngine::unblock(const policy::BlockRequest& r, bool* counters_reset) {
   std::lock_guard lock(mutex_);
   std::string key = r.network ? block_key("ip", policy::to_string(*r.network)) : block_key("login", *r.login);
   bool removed = blocks_.erase(key) > 0;
   if (removed) dirty_blocks_.insert(key);
+  const std::size_t before = counters_reset ? marks_total() : 0;
   if (r.network) forget_network(*r.network);
   else forget_login(*r.login);
+  if (counters_reset) *counters_reset = marks_total() < before;
   return removed;
+}
+
+std::vector<PolicyThrottled> PolicyEngine::throttled(std::size_t limit) {
+  std::lock_guard lock(mutex_);
+  const std::int64_t now = now_ms();
+  std::vector<PolicyThrottled> out;
+  for (const auto& [key, e] : entries_) {
+    PolicyThrottled t;
+    unsigned tarpit_at = 0, reject_at = 0;
+    switch (static_cast<Scope>(key[0])) {
+      case Scope::ip: t.kind = "ip", tarpit_at = settings_.ip_tarpit, reject_at = settings_.ip_reject; break;
+      case Scope::login: t.kind = "login", tarpit_at = settings_.login_tarpit, reject_at = settings_.login_reject; break;
+      case Scope::ip_login:
+        t.kind = "ip_login", tarpit_at = settings_.ip_login_tarpit, reject_at = settings_.ip_login_reject;
+        break;
+    }
+    t.failures = count(key, now);
+    if (t.failures == 0) continue;
+    // the same thresholds and delays as decide()
+    if (reject_at && t.failures >= reject_at) {
+      t.reject = true;
+    } else if (tarpit_at && t.failures >= tarpit_at) {
+      std::uint64_t s = std::uint64_t(settings_.tarpit_seconds) * (1 + t.failures - tarpit_at);
+      t.tarpit_seconds = static_cast<unsigned>(std::min<std::uint64_t>(s, settings_.tarpit_max_seconds));
+    } else {
+      continue;
+    }
+    t.target = key.substr(1);
+    out.push_back(std::move(t));
+  }
+  std::sort(out.begin(), out.end(), [](const PolicyThrottled& a, const PolicyThrottled& b) {
+    return std::tie(b.failures, a.kind, a.target) < std::tie(a.failures, b.kind, b.target);
+  });
+  if (out.size() > limit) out.resize(limit);
+  return out;
 }
 
 void PolicyEngine::expire_blocks(std::int64_t now) {

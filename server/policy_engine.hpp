@@ -68,6 +68,15 @@ struct PolicyBlock {
   std::string target() const { return network ? policy::to_string(*network) : login; }
 };
 
+// A key whose failures currently earn a tarpit or a rejection (not an operator block).
+struct PolicyThrottled {
+  std::string kind;    // "ip", "login" or "ip_login"
+  std::string target;  // network, login, or "network|login"
+  unsigned failures = 0;
+  bool reject = false;           // else tarpitted
+  unsigned tarpit_seconds = 0;   // when tarpitted
+};
+
 struct PolicyEngineStats {
   std::size_t entries = 0;
   std::size_t blocks = 0;
@@ -88,8 +97,12 @@ class PolicyEngine {
   // login (so the unblocked client is not rejected by them at once); false if nothing was
   // blocked (the counters are forgotten anyway).
   bool block(const policy::BlockRequest& r, PolicyBlock* made = nullptr);
-  bool unblock(const policy::BlockRequest& r);
+  // `counters_reset` (optional) tells whether any failure counters were forgotten.
+  bool unblock(const policy::BlockRequest& r, bool* counters_reset = nullptr);
   std::vector<PolicyBlock> blocks();
+  // Keys refused or slowed by their failure counters right now, most failures first, at most
+  // `limit`: what /admin/blocks shows next to the operator blocks.
+  std::vector<PolicyThrottled> throttled(std::size_t limit);
 
   // ---- persistence ----
   // Everything changed since the last call (also drops keys whose window has passed).
@@ -129,6 +142,7 @@ class PolicyEngine {
   static std::string map_key(Scope s, std::string_view key);
   bool allow_listed(const policy::IpAddress& ip) const;
   std::size_t max_marks() const;
+  std::size_t marks_total() const;
 
   PolicySettings settings_;
   NowFn now_;

@@ -512,6 +512,21 @@ class Session : public Connection, public std::enable_shared_from_this<Session<P
         first = false;
         out += block_json(b);
       }
+      // Logins refused or slowed by the failure counters are no operator blocks, but an
+      // operator asking "who is blocked?" must see them too.
+      out += "],\"throttled\":[";
+      first = true;
+      for (const auto& t : shared_.engine.throttled(1000)) {
+        if (!first) out += ',';
+        first = false;
+        out += "{\"kind\":";
+        json::append_string(out, t.kind);
+        out += ",\"target\":";
+        json::append_string(out, t.target);
+        out += ",\"failures\":" + std::to_string(t.failures) + ",\"answer\":";
+        out += t.reject ? "\"reject\"" : "\"tarpit\",\"tarpit_seconds\":" + std::to_string(t.tarpit_seconds);
+        out += "}";
+      }
       out += "]}";
       co_return make(req, http::status::ok, std::move(out));
     }
@@ -531,10 +546,14 @@ class Session : public Connection, public std::enable_shared_from_this<Session<P
                    made.expires_ms ? " for " + std::to_string(b.seconds) + " s" : std::string(" until unblocked"));
       out = "{\"blocked\":" + block_json(made);
     } else {
-      bool was = shared_.engine.unblock(b);
+      bool reset = false;
+      bool was = shared_.engine.unblock(b, &reset);
       std::string what = b.network ? policy::to_string(*b.network) : *b.login;
-      spdlog::info("policy: unblocked {} (counters reset{})", printable(what), was ? "" : "; it was not blocked");
-      out = std::string("{\"unblocked\":") + (was ? "true" : "false");
+      spdlog::info("policy: unblocked {} ({}, {})", printable(what), was ? "block removed" : "it was not blocked",
+                   reset ? "failure counters reset" : "no failure counters");
+      // "unblocked": an operator block was removed; "counters_reset": failures were forgotten.
+      out = std::string("{\"unblocked\":") + (was ? "true" : "false") +
+            ",\"counters_reset\":" + (reset ? "true" : "false");
     }
     // The change is in force already; saving it before answering means an operator who got
     // "persisted":true knows it survives a restart.

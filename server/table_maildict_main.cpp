@@ -8,7 +8,8 @@
 // writes anything malformed, so: every request is answered within request_timeout; maildictd
 // being down, slow or confused is a temporary failure, never an exit; the only exits are EOF
 // on fd 0, CLOSE, and input that cannot have come from smtpd (then smtpd is broken anyway).
-// Logs go to syslog (stderr is /dev/null under a daemonized smtpd) and never hold a key's value.
+// Logs go to syslog and to stderr (smtpd's own log when it runs in the foreground) and never
+// hold a key's value.
 #include <poll.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -271,7 +272,11 @@ int run_text(Table& table, std::string first) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  ::openlog("table-maildict", LOG_PID, LOG_MAIL);
+  // LOG_PERROR: every line also goes to stderr, which is smtpd's own output when it runs in
+  // the foreground (smtpd -d); a socket smtpd's user may not reach would otherwise only say
+  // 451 there. (A daemonized smtpd gives its tables /dev/null: syslog remains.)
+  // stderr is never a protocol fd (smtpd talks on fd 0 and, >= 7.6, fd 1).
+  ::openlog("table-maildict", LOG_PID | LOG_PERROR, LOG_MAIL);
   // A vanished smtpd or maildictd must show up as a write error, not kill us.
   std::signal(SIGPIPE, SIG_IGN);
 

@@ -395,6 +395,16 @@ std::string source_text(const MailboxName& n) { return n.local_part + "@" + n.do
 // address, an active user, the same local part at the alias_for domain (followed once: alias rows,
 // user, that domain's catch-all), then the domain's own catch-all. `only_active` false treats
 // every row as enabled: the loop check must also refuse a loop that enabling a row would close.
+// A disabled user (only_active) ends the search: its mail is refused, never given to a catch-all.
+
+Resolution disabled_user(const MailboxName& name) {
+  Resolution r;
+  r.rule = Resolution::Rule::user_disabled;
+  r.matched = name.canonical();
+  r.explanation = "user " + r.matched + " is disabled: smtpd refuses its mail (550), which never goes to a "
+                  "catch-all (to forward it, add an alias)";
+  return r;
+}
 
 Resolution resolve(Tx& tx, const MailboxName& name, bool only_active) {
   using Rule = Resolution::Rule;
@@ -424,6 +434,7 @@ Resolution resolve(Tx& tx, const MailboxName& name, bool only_active) {
     r.explanation = "user " + r.matched + " (rule 2: a user with that address)";
     return r;
   }
+  if (only_active && user_exists(tx, name, false)) return disabled_user(name);
   if (domain->alias_for && *domain->alias_for != name.domain) {
     auto target = domain_row(tx, *domain->alias_for);
     if (target && (!only_active || target->active)) {
@@ -444,6 +455,7 @@ Resolution resolve(Tx& tx, const MailboxName& name, bool only_active) {
                         " (rule 3: the same local part at the alias_for domain)";
         return r;
       }
+      if (only_active && user_exists(tx, there, false)) return disabled_user(there);
       if (auto rows = alias_rows(tx, MailboxName{"", there.domain}, only_active); !rows.empty()) {
         r.rule = Rule::alias_domain_catch_all;
         r.matched = "@" + there.domain;

@@ -119,7 +119,7 @@ struct UserAttributes {
 // How a recipient address resolves (DESIGN.md §3), for `maildictctl lookup`.
 struct Resolution {
   enum class Rule { none, domain_not_served, domain_disabled, alias_rows, user, alias_domain_alias_rows,
-                    alias_domain_user, alias_domain_catch_all, catch_all };
+                    alias_domain_user, alias_domain_catch_all, catch_all, user_disabled };
   Rule rule = Rule::none;
   std::string matched;                    // the row set that matched: "sales@example.org", "@example.net", ...
   std::vector<std::string> destinations;  // as the rows say (alias rules) or the user's address

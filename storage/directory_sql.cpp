@@ -37,6 +37,7 @@ constexpr char kSoleAliases[] =
     "AND o.active = 1 AND o.destination <> a.destination) ORDER BY a.domain, a.local_part";
 constexpr char kSmtpdKeys[] =
     "SELECT DISTINCT key FROM smtpd_values WHERE service = $1 ORDER BY key";
+constexpr char kUserExists[] = "SELECT 1 FROM users WHERE local_part = $1 AND domain = $2";
 
 const DirectorySql kSqlite = {
     kPassdb,
@@ -50,6 +51,7 @@ const DirectorySql kSqlite = {
     kSoleAliases,
     "SELECT value FROM smtpd_values WHERE service = $1 AND key = $2 ORDER BY rowid",
     kSmtpdKeys,
+    kUserExists,
 };
 
 const DirectorySql kPostgresql = {
@@ -64,6 +66,7 @@ const DirectorySql kPostgresql = {
     kSoleAliases,
     "SELECT value FROM smtpd_values WHERE service = $1 AND key = $2 ORDER BY id",
     kSmtpdKeys,
+    kUserExists,
 };
 
 std::string DirectorySql::* field_of(const std::string& name) {
@@ -103,6 +106,7 @@ DirectorySql with_overrides(DirectorySql base, const std::map<std::string, std::
     if (!field) throw std::invalid_argument("no directory question named '" + name + "'");
     base.*field = sql;
   }
+  if (overrides.count("user_active")) base.user_exists.clear();
   return base;
 }
 

@@ -33,6 +33,11 @@ struct DirectorySql {
   std::string smtpd_values;
   // $1 service -> key
   std::string smtpd_keys;
+  // $1 local part, $2 domain -> a row when the user exists at all (active or not). Asked only
+  // after user_active found nothing, so a row means a disabled user, whose mail is refused
+  // rather than handed to a catch-all (DESIGN.md §3). Not replaceable on its own: empty (the
+  // check is skipped) when user_active is replaced, since the default schema may not exist.
+  std::string user_exists;
 };
 
 // The default schema's SQL for a dialect.

@@ -318,6 +318,16 @@ class SqlDirectory final : public DirectoryConnection {
     return true;
   }
 
+  // Called after user_active found nothing: a row is a disabled user.
+  bool user_disabled(const MailboxName& name, bool& disabled) {
+    disabled = false;
+    if (sql_.user_exists.empty()) return true;
+    SqlRows rows;
+    if (!run(sql_.user_exists, {name.local_part, name.domain}, &rows)) return false;
+    disabled = !rows.empty();
+    return true;
+  }
+
   bool alias_rows(const MailboxName& name, std::vector<std::string>& out) {
     SqlRows rows;
     if (!run(sql_.alias_rows, {name.local_part, name.domain}, &rows)) return false;
@@ -346,8 +356,15 @@ class SqlDirectory final : public DirectoryConnection {
   }
 
   // DESIGN.md §3, first match wins. An alias domain is followed once: its target's own
-  // alias_for is not, so a loop (a -> b -> a) ends after one step.
+  // alias_for is not, so a loop (a -> b -> a) ends after one step. A disabled user stops the
+  // search with nothing found (`refused`): its mail is refused, never given to a catch-all.
   bool resolve(const MailboxName& name, bool follow_alias_domain, std::vector<std::string>& out) {
+    bool refused = false;
+    return resolve(name, follow_alias_domain, out, refused);
+  }
+
+  bool resolve(const MailboxName& name, bool follow_alias_domain, std::vector<std::string>& out,
+               bool& refused) {
     DomainRow domain;
     if (!read_domain(name.domain, domain)) return false;
     if (!domain.exists || !domain.active) return true;
@@ -362,10 +379,12 @@ class SqlDirectory final : public DirectoryConnection {
       out.push_back(delivery_name(name));
       return true;
     }
+    if (!user_disabled(name, refused)) return false;
+    if (refused) return true;
 
     if (follow_alias_domain && !domain.alias_for.empty() && domain.alias_for != name.domain) {
-      if (!resolve(MailboxName{name.local_part, domain.alias_for}, false, out)) return false;
-      if (!out.empty()) return true;
+      if (!resolve(MailboxName{name.local_part, domain.alias_for}, false, out, refused)) return false;
+      if (!out.empty() || refused) return true;
     }
 
     if (!alias_rows(MailboxName{"", name.domain}, rows)) return false;

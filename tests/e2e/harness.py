@@ -981,17 +981,17 @@ def demo_database(tmp):
 # ---- Dovecot --------------------------------------------------------------------------------
 
 SHIPPED_URI = "uri = proxy:idle_msecs=60000:/run/maildict/dict.sock:maildict"
-SHIPPED_DICT_AUTH_PATH = "/etc/dovecot/dovecot-dict-auth.conf.ext"
+SHIPPED_DICT_AUTH_PATH = "/etc/dovecot/dovecot-maildict-auth.conf.ext"
 
 
 def dict_auth_config(dict_socket, idle_msecs=None, dict_name="maildict"):
-    """The shipped dovecot-dict-auth.conf.ext with the test's socket and idle_msecs."""
-    with open(os.path.join(PACKAGING_DOVECOT, "dovecot-dict-auth.conf.ext")) as f:
+    """The shipped dovecot-maildict-auth.conf.ext with the test's socket and idle_msecs."""
+    with open(os.path.join(PACKAGING_DOVECOT, "dovecot-maildict-auth.conf.ext")) as f:
         text = f.read()
     lines = text.splitlines()
     uri_lines = [i for i, l in enumerate(lines) if l.strip().startswith("uri")]
     assert len(uri_lines) == 1 and lines[uri_lines[0]].strip() == SHIPPED_URI, \
-        "packaging/dovecot/dovecot-dict-auth.conf.ext must have exactly one %r line" % SHIPPED_URI
+        "packaging/dovecot/dovecot-maildict-auth.conf.ext must have exactly one %r line" % SHIPPED_URI
     idle = "" if idle_msecs is None else "idle_msecs=%d:" % idle_msecs
     lines[uri_lines[0]] = "uri = proxy:%s%s:%s" % (idle, dict_socket, dict_name)
     return "\n".join(lines) + "\n"
@@ -1018,7 +1018,7 @@ class Dovecot:
         self.state_dir = os.path.join(self.dir, "state")
         self.log_path = os.path.join(self.dir, "dovecot.log")
         self.conf_path = os.path.join(self.dir, "dovecot.conf")
-        self.dict_auth_path = os.path.join(self.dir, "dovecot-dict-auth.conf.ext")
+        self.dict_auth_path = os.path.join(self.dir, "dovecot-maildict-auth.conf.ext")
         self.snippet_path = os.path.join(self.dir, "10-maildict.conf")
         self.imap_port = free_tcp_port() if imap else None
         # lmtp=True: Dovecot's LMTP service on the unix socket <base_dir>/lmtp (mode 0666, as
@@ -1613,14 +1613,16 @@ def make_self_signed_cert(directory, name="localhost"):
 
 
 def shipped_smtpd_conf(maildict_conf, lmtp_socket, ports, cert=None, key=None,
-                       local_relay=False):
+                       local_relay=False, also_listen_on=None):
     """packaging/smtpd/smtpd.conf made runnable in a test, changing only what must change:
       * the tables point at the test's maildict.conf, delivery at the test's LMTP socket;
       * `listen on 0.0.0.0 port N` becomes `listen on 127.0.0.1 port ports[N]`; a listener
         whose port is not in `ports` is left out (e.g. submission under 6.8, which has no TLS);
       * the pki lines use cert/key (without them, listeners lose `tls pki NAME`);
       * the relay rule for local senders is commented out unless local_relay: the tests connect
-        from 127.0.0.1, which smtpd counts as local, so it would relay every unknown domain."""
+        from 127.0.0.1, which smtpd counts as local, so it would relay every unknown domain;
+      * with also_listen_on (an address), each listener listens there too, on the same port
+        (for a client from another network namespace, which smtpd does not count as local)."""
     with open(os.path.join(PACKAGING_SMTPD, "smtpd.conf")) as f:
         text = f.read()
     assert text.count("maildict:%s" % SHIPPED_MAILDICT_CONF) >= 4, \
@@ -1650,6 +1652,8 @@ def shipped_smtpd_conf(maildict_conf, lmtp_socket, ports, cert=None, key=None,
                     continue
                 rest = re.sub(r" tls pki \S+", "", rest)
             out.append("listen on 127.0.0.1 port %d%s" % (ports[shipped], rest))
+            if also_listen_on is not None:
+                out.append("listen on %s port %d%s" % (also_listen_on, ports[shipped], rest))
             listeners += 1
             continue
         if stripped.startswith("listen "):
@@ -1877,6 +1881,79 @@ class DaemonsTestCase(unittest.TestCase):
 
 
 # ---- SMTP in, Maildir and IMAP out: helpers of the delivery tests ----------------------------
+
+class ForeignClient:
+    """A client that is not on this host as smtpd sees it: a network namespace (a `sleep` in
+    `unshare --net`) joined to the host by a veth pair in 198.18.0.0/15 (the benchmarking
+    range). `host_address` is the host's end, for smtpd to listen on; the namespace's end is a
+    source address smtpd's `from local` does not match. Everything vanishes with the sleep."""
+
+    def __init__(self):
+        n = secrets.randbelow(250) + 1
+        tag = secrets.token_hex(3)
+        self.host_address = "198.18.%d.1" % n
+        self.client_address = "198.18.%d.2" % n
+        self.host_link = "mdh" + tag
+        self.proc = spawn(["unshare", "--net", "sleep", "3600"], "netns holder")
+        try:
+            self._run(["ip", "link", "add", self.host_link, "type", "veth", "peer", "name",
+                       "mdc" + tag, "netns", str(self.proc.pid)])
+            self._run(["ip", "addr", "add", self.host_address + "/30", "dev", self.host_link])
+            self._run(["ip", "link", "set", self.host_link, "up"])
+            for cmd in (["ip", "addr", "add", self.client_address + "/30", "dev", "mdc" + tag],
+                        ["ip", "link", "set", "mdc" + tag, "up"],
+                        ["ip", "link", "set", "lo", "up"]):
+                self._run(self._inside(cmd))
+        except BaseException:
+            self.close()
+            raise
+
+    def _inside(self, argv):
+        return ["nsenter", "--target", str(self.proc.pid), "--net", "--"] + list(argv)
+
+    @staticmethod
+    def _run(argv):
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+        if r.returncode != 0:
+            raise AssertionError("%s failed (%d): %s" % (" ".join(argv), r.returncode, r.stderr))
+        return r.stdout
+
+    def rcpt_reply(self, port, rcpt, sender=None):
+        """MAIL FROM and one RCPT TO to host_address:port from inside the namespace ->
+        (code, message). Waits for the veth to carry traffic (it may come up late)."""
+        script = ("import json, smtplib, sys\n"
+                  "s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=%d)\n"
+                  "s.ehlo('foreign.test')\n"
+                  "code, msg = s.mail(sys.argv[3])\n"
+                  "assert code == 250, (code, msg)\n"
+                  "code, msg = s.rcpt(sys.argv[4])\n"
+                  "s.rset(); s.quit()\n"
+                  "print(json.dumps([code, msg.decode('utf-8', 'replace')]))\n" % SMTP_TIMEOUT)
+        argv = self._inside([sys.executable, "-c", script, self.host_address, str(port),
+                             sender or SENDER, rcpt])
+        result = {}
+
+        def answered():
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+            if r.returncode == 0:
+                result["reply"] = json.loads(r.stdout)
+                return True
+            result["error"] = r.stderr
+            return False
+
+        try:
+            wait_until(answered, STARTUP_TIMEOUT, "an SMTP reply to the foreign client",
+                       interval=0.5)
+        except AssertionError:
+            raise AssertionError("foreign client: %s" % result.get("error"))
+        code, msg = result["reply"]
+        return code, msg
+
+    def close(self):
+        if self.proc is not None:
+            kill_and_wait(self.proc, signal.SIGKILL)    # the namespace and its veth go with it
+            self.proc = None
+
 
 SMTP_TIMEOUT = 60
 DELIVERY_TIMEOUT = 60

@@ -353,6 +353,34 @@ class AuthPolicyTest(unittest.TestCase):
 
     # ---- bad input ----
 
+    def test_throttled_logins_are_listed_and_unblock_says_what_it_did(self):
+        # Failures alone (no operator block) tarpit the pair at 3: /admin/blocks lists it under
+        # "throttled", and /admin/unblock reports that it reset counters though nothing was
+        # blocked.
+        ip = "192.0.2.50"
+        seen = [attempt("jane@example.org", wrong(i, "thr"), ip) for i in range(3)]
+        self.assertEqual([a.outcome for a in seen], ["allow"] * 3, seen)
+        status, payload = http_request("GET", "/admin/blocks")
+        self.assertEqual(status, 200, payload)
+        reply = json.loads(payload)
+        self.assertNotIn(ip + "/32", [b["target"] for b in reply["blocks"]], payload)
+        mine = [t for t in reply["throttled"] if t["target"].startswith(ip + "/32|")]
+        self.assertEqual(len(mine), 1, payload)
+        self.assertEqual(mine[0]["kind"], "ip_login", payload)
+        self.assertEqual(mine[0]["failures"], 3, payload)
+        self.assertEqual(mine[0]["answer"], "tarpit", payload)
+        login = mine[0]["target"].split("|", 1)[1]
+        status, payload = http_request("POST", "/admin/unblock", {"login": login})
+        self.assertEqual(status, 200, payload)
+        reply = json.loads(payload)
+        self.assertFalse(reply["unblocked"], payload)        # there was no operator block
+        self.assertTrue(reply["counters_reset"], payload)    # but the failures are forgotten
+        status, payload = http_request("GET", "/admin/blocks")
+        self.assertNotIn(ip + "/32|", payload.decode())
+        a = attempt("jane@example.org", h.DEMO_PASSWORDS["jane@example.org"], ip)
+        self.assertTrue(a.ok, a.text)
+        self.assertEqual(a.outcome, "allow", a)
+
     def test_bad_requests_get_a_4xx_and_the_daemon_keeps_serving(self):
         body = json.dumps(ALLOW_BODY).encode()
         cases = [

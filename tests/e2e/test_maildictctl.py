@@ -23,6 +23,7 @@ import imaplib
 import os
 import pty
 import secrets
+import subprocess
 import select
 import smtplib
 import sqlite3
@@ -330,12 +331,27 @@ class Maildictctl(h.DaemonsTestCase):
         self.ctl("domain", "add", "shop.example", "--alias-for", "shop.test")
         t = self.send("alice@shop.example")
         self.assert_delivered("alice@shop.test", t)
+        # A disabled user's mail is refused, not handed to the catch-all (nor to the one of
+        # the alias domain), and lookup says so and exits 2.
+        self.add_user("dora@shop.test", "dora-pw")
+        self.ctl("user", "disable", "dora@shop.test")
+        self.ctl("alias", "add", "@shop.example", "bob@shop.test")
+        for rcpt in ("dora@shop.test", "dora+x@shop.test", "dora@shop.example"):
+            self.assertEqual(self.rcpt_code(rcpt)[0], 550, rcpt)
+        rc, out, err = self.ctl("lookup", "dora@shop.test", expect=2)
+        self.assertIn("user dora@shop.test is disabled", out)
+        self.assertIn("never goes to a catch-all", out)
+        rc, out, err = self.ctl("help")
+        self.assertIn("it never goes to the domain's catch-all", out)
+        self.ctl("alias", "remove", "@shop.example")
+        self.ctl("user", "remove", "dora@shop.test")
         self.ctl("alias", "remove", "@shop.test")
         self.assertEqual(self.rcpt_code("whoever@shop.test")[0], 550)
 
     def test_5_lookup_explains_and_hides_secrets(self):
+        # nobody@shop.test gets no answer at all (its domain is served): exit 2, not found
         rc, out, err = self.ctl("lookup", "alice@shop.test", "sales@shop.test", "shop.test",
-                                "nobody@shop.test")
+                                "nobody@shop.test", expect=2)
         self.assertIn('"user":"alice@shop.test"', out)
         self.assertIn("<hidden BLF-CRYPT>", out)
         self.assertNotIn("$2b$", out)
@@ -348,6 +364,9 @@ class Maildictctl(h.DaemonsTestCase):
         self.assertIn("%d:%d:%s" % (h.NOBODY_UID, h.NOGROUP_GID,
                                     os.path.join(self.vmail, "shop.test", "alice")), userinfo[0])
         self.assertNotIn("TEMPORARY FAILURE", out)
+        self.ctl("lookup", "alice@shop.test", "sales@shop.test", "shop.test", expect=0)
+        for key in ("nobody@shop.test", "nobody_shop.test", "nothing.test"):
+            self.ctl("lookup", key, expect=2)
         rc, out, err = self.ctl("lookup", "alice@shop.test", "--show-secrets")
         self.assertIn("{BLF-CRYPT}$2b$04$", out)
         self.assertIn("alice@shop.test:$2b$04$", out)   # smtpd's credentials
@@ -361,8 +380,20 @@ class Maildictctl(h.DaemonsTestCase):
         rc, out, err = h.maildictctl(other, "lookup", "alice@shop.test")
         self.assertEqual(rc, 75, out + err)
         self.assertIn("TEMPORARY FAILURE", out)
+        self.assertIn("is maildictd running on %s?" % self.tmp.join("nothing-here.sock"), err)
         # the rule still comes from the database
         self.assertIn("rule 2", out)
+
+    def test_6b_lookup_refused_by_the_socket_names_the_cause(self):
+        # maildictd runs, but its 0660 socket's group is not this user's: no "is maildictd
+        # running?", but the permission and what to check.
+        r = subprocess.run([h.maildictctl_path(), "-c", self.conf, "lookup", "alice@shop.test"],
+                           user="nobody", group="nogroup", extra_groups=[],
+                           capture_output=True, text=True, timeout=h.COMMAND_TIMEOUT)
+        self.assertEqual(r.returncode, 75, r.stdout + r.stderr)
+        self.assertIn("permission denied: %s, check socket_group/socket_mode"
+                      % self.maildictd.socket, r.stderr)
+        self.assertNotIn("running", r.stderr)
 
     def test_7_bad_input_changes_nothing(self):
         self.ctl("domain", "add", "off.test", "--disabled")

@@ -6,8 +6,9 @@ smtpd runs packaging/smtpd/smtpd.conf (listeners on a free loopback port, tables
 the test's maildict.conf, delivery at the test's Dovecot LMTP socket) in a private mount
 namespace (harness.Smtpd). Mail to a user, to an alias with two destinations, to a catch-all,
 to user+tag@domain and to an alias-domain address lands in the right Maildir and is read over
-IMAP as user@domain; an unknown recipient of a served domain gets 550 at RCPT; other domains
-are refused. Then maildictd is stopped under the running smtpd: RCPT gets a 4xx and smtpd stays
+IMAP as user@domain; an unknown recipient of a served domain gets 550 at RCPT from a local
+client (127.0.0.1) and from a foreign one (another network namespace); other domains are
+refused for the foreign client and relayed for the local one, as smtpd.conf documents. Then maildictd is stopped under the running smtpd: RCPT gets a 4xx and smtpd stays
 up; maildictd is started again and the next message is delivered. Nothing bounces and the
 queue ends empty.
 """
@@ -37,6 +38,7 @@ class SmtpdDelivery(h.MailFlow, h.DaemonsTestCase):
         cls.maildictd = None
         cls.dovecot = None
         cls.smtpd = None
+        cls.foreign = None
         try:
             cls.vmail = cls.tmp.join("vmail")
             os.makedirs(cls.vmail)
@@ -60,14 +62,26 @@ class SmtpdDelivery(h.MailFlow, h.DaemonsTestCase):
             cls.dovecot = h.start_dovecot(cls.tmp.path, cls.maildictd.socket,
                                           idle_msecs=60000, imap=True, lmtp=True)
             cls.port = h.free_tcp_port()
+            # The shipped rules verbatim, relay for local senders included: 127.0.0.1 is a
+            # local client, the foreign client (another network namespace) is not.
+            cls.foreign = h.ForeignClient()
             conf = h.shipped_smtpd_conf(cls.maildictd.conf_path, cls.dovecot.lmtp_socket,
-                                        {25: cls.port})
+                                        {25: cls.port}, local_relay=True,
+                                        also_listen_on=cls.foreign.host_address)
             cls.smtpd = h.start_smtpd(cls.tmp.path, conf, h.SMTPD_68, ports=[cls.port],
                                       trace=("lookup", "rules"))
         except BaseException:
             cls._dump_logs()
             cls.tearDownClass()
             raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            if cls.foreign is not None:
+                cls.foreign.close()
 
     # ---- helpers (the SMTP and Maildir ones are h.MailFlow's) ----
 
@@ -128,15 +142,26 @@ class SmtpdDelivery(h.MailFlow, h.DaemonsTestCase):
         self.assert_delivered_to("john@example.org", t)
         self.assertFalse(os.path.exists(os.path.join(self.vmail, "example.com")))
 
-    def test_6_unknown_recipient_of_a_served_domain_is_550(self):
-        for rcpt in ("nosuch@example.org", "nosuch@example.com"):
+    def test_6_unknown_recipient_of_a_served_domain_is_550_from_every_client(self):
+        # From 127.0.0.1 the shipped `match from local for any action "outbound"` would take
+        # an address the deliver rule refused and relay it to the domain's MX (this host).
+        for rcpt in ("nosuch@example.org", "nosuch@example.com", "nosuch+tag@example.org"):
             code, msg = self.rcpt_reply(rcpt)
-            self.assertEqual(code, 550, "RCPT TO:<%s> -> %d %r" % (rcpt, code, msg))
+            self.assertEqual(code, 550, "local client: RCPT TO:<%s> -> %d %r" % (rcpt, code, msg))
+            code, msg = self.foreign.rcpt_reply(self.port, rcpt)
+            self.assertEqual(code, 550, "foreign client: RCPT TO:<%s> -> %d %r"
+                             % (rcpt, code, msg))
 
-    def test_7_other_domains_are_not_delivered_locally(self):
+    def test_7_other_domains_relayed_only_for_local_clients(self):
         for rcpt in ("john@not-served.test", "ghost@disabled.example", "john@org"):
-            code, msg = self.rcpt_reply(rcpt)
-            self.assertEqual(code, 550, "RCPT TO:<%s> -> %d %r" % (rcpt, code, msg))
+            code, msg = self.foreign.rcpt_reply(self.port, rcpt)
+            self.assertEqual(code, 550, "foreign client: RCPT TO:<%s> -> %d %r"
+                             % (rcpt, code, msg))
+        # the documented intent (smtpd.conf): this host's own programs may send out
+        # (accepted at RCPT, never sent: the transaction is reset)
+        code, msg = self.rcpt_reply("john@not-served.test")
+        self.assertEqual(code, 250, "local client: RCPT TO:<john@not-served.test> -> %d %r"
+                         % (code, msg))
 
     def test_8_maildictd_stopped_and_started_under_smtpd(self):
         md = type(self).maildictd

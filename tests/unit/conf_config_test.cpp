@@ -25,7 +25,7 @@ TEST_CASE("the shipped example configuration parses and keeps its documented val
   auto c = maildict::conf::load_config(MAILDICT_SOURCE_DIR "/conf/maildict.conf");
   CHECK(c.socket_path == "/run/maildict/dict.sock");
   CHECK(c.socket_mode == 0660);
-  CHECK(c.socket_group == "dovecot");
+  CHECK(c.socket_group == "opensmtpd");
   CHECK(c.request_timeout == std::chrono::seconds(2));
   CHECK(c.max_line_length == 65536);
   CHECK(c.defaults.home == "/var/vmail/%d/%n");

@@ -275,6 +275,47 @@ TEST_CASE("manual blocks: network and login, expiry, unblock clears counters") {
   CHECK(kind_of(e, req("bob", "192.0.2.9", "x")) == Decision::Kind::allow);
 }
 
+TEST_CASE("throttled keys are listed; unblock says whether it reset counters") {
+  FakeClock clock;
+  PolicyEngine e(test_settings(), clock.fn());
+  CHECK(e.throttled(10).empty());
+  // 12 distinct wrong passwords for bob from one address: the pair is rejected (>= 10), the
+  // network (>= 10) and the login (>= 10) are tarpitted
+  for (int i = 0; i < 12; ++i) e.report(failed("bob", "192.0.2.9", pw(i)));
+  REQUIRE(kind_of(e, req("bob", "192.0.2.9", "x")) == Decision::Kind::reject);
+  CHECK(e.blocks().empty());  // no operator block: the refusal comes from the counters
+  auto t = e.throttled(10);
+  REQUIRE(t.size() == 3);
+  CHECK(t[0].kind == "ip");
+  CHECK(t[0].target == "192.0.2.9/32");
+  CHECK(t[0].failures == 12);
+  CHECK_FALSE(t[0].reject);
+  CHECK(t[0].tarpit_seconds == 3);
+  CHECK(t[1].kind == "ip_login");
+  CHECK(t[1].target == "192.0.2.9/32|bob");
+  CHECK(t[1].reject);
+  CHECK(t[2].kind == "login");
+  CHECK(t[2].target == "bob");
+  CHECK(e.throttled(1).size() == 1);
+  // two failures of alice: below every threshold, not listed
+  for (int i = 0; i < 2; ++i) e.report(failed("alice", "198.51.100.1", pw(i)));
+  CHECK(e.throttled(10).size() == 3);
+
+  BlockRequest bob;
+  bob.login = "bob";
+  bool reset = false;
+  CHECK_FALSE(e.unblock(bob, &reset));  // no operator block was there...
+  CHECK(reset);                         // ...but the counters were forgotten
+  CHECK(kind_of(e, req("bob", "192.0.2.9", "x")) == Decision::Kind::allow);
+  CHECK_FALSE(e.unblock(bob, &reset));
+  CHECK_FALSE(reset);                   // nothing left to forget
+  CHECK(e.throttled(10).empty());       // bob's failures are forgotten everywhere
+  for (int i = 0; i < 3; ++i) e.report(failed("carol", "192.0.2.10", pw(i)));
+  REQUIRE(e.throttled(10).size() == 1);  // the pair, tarpitted at 3
+  clock.t += 11min;
+  CHECK(e.throttled(10).empty());       // out of the window
+}
+
 TEST_CASE("the number of blocks is bounded") {
   FakeClock clock;
   auto s = test_settings();

@@ -130,6 +130,28 @@ TEST_CASE("resolve_recipient: first match wins, in DESIGN order") {
   CHECK(resolved(*d.conn, "john@example.com") == List{"catch@remote.example"});
 }
 
+TEST_CASE("resolve_recipient: a disabled user's mail is refused, never given to a catch-all") {
+  Demo d;
+  RawDb raw(d.path);
+  REQUIRE(raw.exec("INSERT INTO aliases VALUES ('', 'example.org', 'jane@example.org', 1)") == SQLITE_OK);
+  CHECK(resolved(*d.conn, "unknown@example.org") == List{"jane_example.org"});  // the catch-all works
+  // eve@example.org is disabled: not found (smtpd: 550), in both domains and with a +tag
+  for (const char* key : {"eve@example.org", "eve+x@example.org", "eve@example.com"}) {
+    CAPTURE(key);
+    CHECK(d.conn->resolve_recipient(key, soon()).outcome == Outcome::not_found);
+  }
+  // the alias domain's own catch-all does not take it either
+  REQUIRE(raw.exec("INSERT INTO aliases VALUES ('', 'example.com', 'catch@remote.example', 1)") == SQLITE_OK);
+  CHECK(d.conn->resolve_recipient("eve@example.com", soon()).outcome == Outcome::not_found);
+  // an alias for the address is how an operator forwards a former user's mail
+  REQUIRE(raw.exec("INSERT INTO aliases VALUES ('eve', 'example.org', 'john@example.org', 1)") == SQLITE_OK);
+  CHECK(resolved(*d.conn, "eve@example.org") == List{"john_example.org"});
+  // enabled again: delivered to itself
+  REQUIRE(raw.exec("DELETE FROM aliases WHERE local_part = 'eve'") == SQLITE_OK);
+  REQUIRE(raw.exec("UPDATE users SET active = 1 WHERE local_part = 'eve'") == SQLITE_OK);
+  CHECK(resolved(*d.conn, "eve@example.org") == List{"eve_example.org"});
+}
+
 TEST_CASE("resolve_recipient: alias domain loops end") {
   Demo d;
   RawDb raw(d.path);
