@@ -46,7 +46,7 @@ Point Dovecot 2.3 at it (conf.d/10-auth.conf):
     args = /etc/dovecot/dovecot-dict-maildict.conf.ext
   }
 and /etc/dovecot/dovecot-dict-maildict.conf.ext:
-  uri = proxy:idle_msecs=60000:$top/demo/dict.sock:maildict
+  uri = proxy:idle_msecs=20000:$top/demo/dict.sock:maildict
   default_pass_scheme = CRYPT
   iterate_prefix = userdb/
   key passdb {
