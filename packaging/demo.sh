@@ -41,7 +41,7 @@ Point Dovecot 2.3 at it: install packaging/dovecot/10-maildict.conf in /etc/dove
 (and comment out "!include auth-system.conf.ext" in conf.d/10-auth.conf), and
 packaging/dovecot/dovecot-maildict-auth.conf.ext as /etc/dovecot/dovecot-maildict-auth.conf.ext
 with this uri line:
-  uri = proxy:idle_msecs=60000:$top/demo/dict.sock:maildict
+  uri = proxy:idle_msecs=20000:$top/demo/dict.sock:maildict
 Then: doveadm auth test john@example.org john-secret
 
 Serving now (Ctrl-C to stop):

@@ -113,11 +113,12 @@ def start_routes(tmp, tree, db, dict_socket):
     with open(sql_ext, "w") as f:
         f.write(sql_conf_ext_23(db))
     routes = []
-    # shipped idle_msecs (60 s): dict connections are kept, as an installed system has them
+    # shipped idle_msecs: dict connections are kept, as an installed system has them
     routes.append(Route("2.3 sql", None,
                         dovecot23(tmp.path, dict_socket, "d23sql", sql_auth_23(sql_ext))))
     routes.append(Route("2.3 dict", "2.3 sql",
-                        dovecot23(tmp.path, dict_socket, "d23dict", idle_msecs=60000)))
+                        dovecot23(tmp.path, dict_socket, "d23dict",
+                                  idle_msecs=h.SHIPPED_IDLE_MSECS)))
     routes.append(Route("2.3 lua", "2.3 sql",
                         dovecot23(tmp.path, dict_socket, "d23lua",
                                   tx.shipped_23_lua_snippet(lua, dict_socket))))

@@ -980,7 +980,13 @@ def demo_database(tmp):
 
 # ---- Dovecot --------------------------------------------------------------------------------
 
-SHIPPED_URI = "uri = proxy:idle_msecs=60000:/run/maildict/dict.sock:maildict"
+# Dovecot 2.3's dict client gives lookups a fixed 30 s request timer and, on a fresh connection,
+# leaves it armed after the first reply; only the idle_msecs timer disarms it (by closing the
+# connection). An idle_msecs of 30 s or more lets the stale timer fire with no lookup pending and
+# the auth-worker panics (test_dovecot_dict_idle.py), so the shipped value stays well below it.
+DOVECOT23_DICT_REQUEST_TIMEOUT_MSECS = 30000
+SHIPPED_IDLE_MSECS = 20000
+SHIPPED_URI = "uri = proxy:idle_msecs=%d:/run/maildict/dict.sock:maildict" % SHIPPED_IDLE_MSECS
 SHIPPED_DICT_AUTH_PATH = "/etc/dovecot/dovecot-maildict-auth.conf.ext"
 
 

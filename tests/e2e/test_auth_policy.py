@@ -82,7 +82,8 @@ def setUpModule():
     PORT = h.free_tcp_port()
     MAILDICTD = h.start_maildictd(TMP.path, **maildictd_conf())
     extra = h.dovecot_policy_extra(PORT, "e2e-nonce", API_KEY)
-    DOVECOT = h.start_dovecot(TMP.path, MAILDICTD.socket, idle_msecs=30000, extra=extra)
+    DOVECOT = h.start_dovecot(TMP.path, MAILDICTD.socket, idle_msecs=h.SHIPPED_IDLE_MSECS,
+                              extra=extra)
 
 
 def tearDownModule():

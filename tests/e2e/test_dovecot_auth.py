@@ -3,7 +3,7 @@
 
 A private Dovecot instance uses the shipped packaging/dovecot snippets (socket path and
 idle_msecs substituted), once with the default connection-per-lookup (no idle_msecs) and once
-with idle_msecs=30000 (one kept-alive connection). For each, with `doveadm`:
+with the shipped idle_msecs (one kept-alive connection). For each, with `doveadm`:
   * auth test succeeds for john (bcrypt), jane (SHA512-CRYPT), john_doe ($2y$ bcrypt), bob;
   * a wrong password fails as a password mismatch (no temp_fail);
   * john_example.org, JOHN@Example.ORG and john_doe_example.org log in and report the
@@ -246,7 +246,7 @@ class WithoutIdleMsecs(DovecotAuthBase, unittest.TestCase):
 
 
 class WithIdleMsecs(DovecotAuthBase, unittest.TestCase):
-    idle_msecs = 30000
+    idle_msecs = h.SHIPPED_IDLE_MSECS
 
 
 if __name__ == "__main__":

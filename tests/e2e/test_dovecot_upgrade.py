@@ -80,7 +80,8 @@ class UpgradeFromDebian12To13(unittest.TestCase):
     def test_logins_and_deliveries_continue(self):
         password = h.DEMO_PASSWORDS[JOHN]
         # ---- Debian 12: Dovecot 2.3 with passdb/userdb dict ----
-        d23 = h.start_dovecot(self.tmp.path, self.maildictd.socket, idle_msecs=60000,
+        d23 = h.start_dovecot(self.tmp.path, self.maildictd.socket,
+                              idle_msecs=h.SHIPPED_IDLE_MSECS,
                               imap=True, lmtp=True, name="dovecot23")
         try:
             lmtp_deliver(d23.lmtp_socket, "john_example.org", self.token + "-a")

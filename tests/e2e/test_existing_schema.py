@@ -91,7 +91,8 @@ class ExistingSchema(h.MailFlow, h.DaemonsTestCase):
                 cls.tmp.path, db_path=cls.db, socket_mode="0660", socket_group="opensmtpd",
                 database=None, smtpd_table_config=files["smtpd-table.conf"],
                 dovecot_sql_config=files["dovecot-sql.conf.ext"], **extra)
-            cls.dovecot = h.start_dovecot(cls.tmp.path, cls.maildictd.socket, idle_msecs=60000,
+            cls.dovecot = h.start_dovecot(cls.tmp.path, cls.maildictd.socket,
+                                          idle_msecs=h.SHIPPED_IDLE_MSECS,
                                           imap=True, lmtp=True)
             cls.port = h.free_tcp_port()
             conf = h.shipped_smtpd_conf(cls.maildictd.conf_path, cls.dovecot.lmtp_socket,

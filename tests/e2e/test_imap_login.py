@@ -37,7 +37,7 @@ class ImapLogin(unittest.TestCase):
             os.chmod(vmail, 0o755)
             cls.maildictd = h.start_maildictd(cls.tmp.path)
             cls.dovecot = h.start_dovecot(cls.tmp.path, cls.maildictd.socket,
-                                          idle_msecs=60000, imap=True)
+                                          idle_msecs=h.SHIPPED_IDLE_MSECS, imap=True)
         except BaseException:
             cls.tearDownClass()
             raise

@@ -144,7 +144,7 @@ class ImportThenLogin(unittest.TestCase):
         self.assertNotIn("$6$", out)
 
         MAILDICTD = h.start_maildictd(TMP.path, db_path=DIRECTORY)
-        DOVECOT = h.start_dovecot(TMP.path, MAILDICTD.socket, idle_msecs=30000)
+        DOVECOT = h.start_dovecot(TMP.path, MAILDICTD.socket, idle_msecs=h.SHIPPED_IDLE_MSECS)
 
         self.assert_login("alice@example.org", "alice-secret", "alice@example.org")
         self.assert_login("bob_example.org", "bob-secret", "bob@example.org")

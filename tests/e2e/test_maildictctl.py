@@ -76,7 +76,8 @@ class Maildictctl(h.DaemonsTestCase):
                                               cache_entries="1000",
                                               cache_ttl="1h")
             cls.conf = cls.maildictd.conf_path
-            cls.dovecot = h.start_dovecot(cls.tmp.path, cls.maildictd.socket, idle_msecs=60000,
+            cls.dovecot = h.start_dovecot(cls.tmp.path, cls.maildictd.socket,
+                                          idle_msecs=h.SHIPPED_IDLE_MSECS,
                                           imap=True, lmtp=not SMTPD_MISSING)
             if not SMTPD_MISSING:
                 cls.port = h.free_tcp_port()

@@ -40,7 +40,8 @@ class MaildictctlPostgres(h.DaemonsTestCase):
                                               database=cls.cluster.database, cache_entries="1000",
                                               cache_ttl="1h")
             cls.conf = cls.maildictd.conf_path
-            cls.dovecot = h.start_dovecot(cls.tmp.path, cls.maildictd.socket, idle_msecs=60000)
+            cls.dovecot = h.start_dovecot(cls.tmp.path, cls.maildictd.socket,
+                                          idle_msecs=h.SHIPPED_IDLE_MSECS)
         except BaseException:
             cls._dump_logs()
             cls.tearDownClass()

@@ -60,7 +60,7 @@ class SmtpdDelivery(h.MailFlow, h.DaemonsTestCase):
             cls.maildictd = h.start_maildictd(cls.tmp.path, db_path=db, socket_mode="0660",
                                               socket_group="opensmtpd")
             cls.dovecot = h.start_dovecot(cls.tmp.path, cls.maildictd.socket,
-                                          idle_msecs=60000, imap=True, lmtp=True)
+                                          idle_msecs=h.SHIPPED_IDLE_MSECS, imap=True, lmtp=True)
             cls.port = h.free_tcp_port()
             # The shipped rules verbatim, relay for local senders included: 127.0.0.1 is a
             # local client, the foreign client (another network namespace) is not.
