@@ -60,7 +60,7 @@ class SocketAccess(h.MailFlow, h.DaemonsTestCase):
             cls.db = h.make_demo_db(cls.tmp.path)
             cls.maildictd = h.start_maildictd(cls.tmp.path, db_path=cls.db,
                                               **shipped_socket_access())
-            cls.dovecot = h.start_dovecot(cls.tmp.path, cls.maildictd.socket, idle_msecs=60000,
+            cls.dovecot = h.start_dovecot(cls.tmp.path, cls.maildictd.socket, idle_msecs=h.SHIPPED_IDLE_MSECS,
                                           lmtp=True)
             cls.port = h.free_tcp_port()
             conf = h.shipped_smtpd_conf(cls.maildictd.conf_path, cls.dovecot.lmtp_socket,
