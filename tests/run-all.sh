@@ -45,7 +45,7 @@ asan_tests() {
 fuzz_tests() {
   CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMAILDICT_FUZZ=ON >/dev/null
   cmake --build build-fuzz -j "$jobs"
-  (cd build-fuzz && ctest --output-on-failure)
+  (cd build-fuzz && ctest --output-on-failure -j "$jobs")  # one core per fuzzer
 }
 
 # step NAME FUNCTION: runs one step and notes its time for the summary.
