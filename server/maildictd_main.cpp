@@ -173,7 +173,8 @@ int main(int argc, char** argv) {
     }
     // The policy does not count a failed login whose passdb lookup could not be made.
     maildict::server::PassdbOutcomes passdb_outcomes;
-    maildict::storage::Pool pool(backend, maildict::conf::pool_size(config), config.max_queued_requests);
+    maildict::storage::Pool pool(backend, maildict::conf::pool_size(config), config.max_queued_requests,
+                                 [](const std::string& message) { spdlog::error("{}", message); });
     maildict::server::LookupService service(backend, pool, config.cache_entries, config.cache_ttl,
                                             config.request_timeout, config.cache_negative_ttl,
                                             config.cache_serve_stale);

@@ -3,8 +3,11 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <atomic>
+#include <cstring>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include "storage/directory_sql.hpp"
 #include "storage/sql_directory.hpp"
@@ -183,6 +186,9 @@ std::unique_ptr<DirectoryConnection> SqliteBackend::connect() {
 std::unique_ptr<SqlSession> SqliteBackend::open_session(SessionRole role) { return open_sqlite_session(path_, role); }
 
 void SqliteBackend::close_probe() {
+  // SQLite's view of the -shm file goes with the connection that holds it.
+  probe_shm_ = nullptr;
+  probe_known_ = false;
   if (probe_stmt_) sqlite3_finalize(probe_stmt_);
   if (probe_db_) sqlite3_close_v2(probe_db_);
   probe_stmt_ = nullptr;
@@ -221,7 +227,61 @@ bool SqliteBackend::open_probe(std::uint64_t dev, std::uint64_t ino) {
   probe_file_dev_ = dev;
   probe_file_ino_ = ino;
   ++probe_epoch_;
+  find_wal_index();
   return true;
+}
+
+namespace {
+
+// The WAL-index header (https://www.sqlite.org/walformat.html, "2.1 The WAL-Index Header"): two
+// copies of a 48-byte block at the start of the wal-index, rewritten by every committing
+// writer, whatever its process; its change counter moves on every commit. The wal-index is
+// mapped by SQLite in regions of 32768 bytes (walformat.html: "pages").
+constexpr std::size_t kWalHeaderSize = 48;
+constexpr std::uint32_t kWalIndexFormat = 3007000;
+constexpr int kWalIndexRegionSize = 32768;
+
+}  // namespace
+
+void SqliteBackend::find_wal_index() {
+  // Only a database in WAL mode has a wal-index. It cannot leave WAL mode while the probe is
+  // open: that needs an exclusive lock, and every WAL connection keeps a shared one.
+  sqlite3_stmt* mode = nullptr;
+  bool wal = false;
+  if (sqlite3_prepare_v2(probe_db_, "PRAGMA journal_mode", -1, &mode, nullptr) == SQLITE_OK &&
+      sqlite3_step(mode) == SQLITE_ROW) {
+    auto* text = reinterpret_cast<const char*>(sqlite3_column_text(mode, 0));
+    wal = text != nullptr && std::string_view(text) == "wal";
+  }
+  sqlite3_finalize(mode);
+  if (!wal) return;
+  // SQLite's own mapping of the wal-index, asked through its public file interface: the
+  // database file's handle (SQLITE_FCNTL_FILE_POINTER) and its xShmMap method, which hands out
+  // the region the probe connection's WAL already has mapped. Nothing is opened, mapped or
+  // closed outside SQLite, so SQLite's locks on the -shm stay exactly as SQLite keeps them,
+  // and the memory stays valid while the probe connection is open.
+  sqlite3_file* file = nullptr;
+  if (sqlite3_file_control(probe_db_, "main", SQLITE_FCNTL_FILE_POINTER, &file) != SQLITE_OK || file == nullptr ||
+      file->pMethods == nullptr || file->pMethods->iVersion < 2 || file->pMethods->xShmMap == nullptr)
+    return;
+  void volatile* region = nullptr;
+  if (file->pMethods->xShmMap(file, 0, kWalIndexRegionSize, 0, &region) != SQLITE_OK || region == nullptr) return;
+  probe_shm_ = static_cast<const volatile unsigned char*>(region);
+}
+
+bool SqliteBackend::read_wal_header(unsigned char (&out)[48]) const {
+  unsigned char second[kWalHeaderSize];
+  // Byte-wise volatile reads: other processes write this memory, the compiler must not cache
+  // or merge them. The fences order the two copies against the writer's barrier.
+  for (std::size_t i = 0; i < kWalHeaderSize; ++i) out[i] = probe_shm_[i];
+  std::atomic_thread_fence(std::memory_order_acquire);
+  for (std::size_t i = 0; i < kWalHeaderSize; ++i) second[i] = probe_shm_[kWalHeaderSize + i];
+  std::atomic_thread_fence(std::memory_order_acquire);
+  // Different copies: a writer is in the middle of a commit; let SQLite sort it out.
+  if (std::memcmp(out, second, kWalHeaderSize) != 0) return false;
+  std::uint32_t format;
+  std::memcpy(&format, out, sizeof format);
+  return format == kWalIndexFormat && out[12] == 1;  // isInit
 }
 
 std::optional<std::uint64_t> SqliteBackend::data_version() {
@@ -238,10 +298,16 @@ std::optional<std::uint64_t> SqliteBackend::data_version() {
     probe_next_identity_check_ = now + kIdentityCheckInterval;
   }
 
+  // The header unchanged since the last PRAGMA: no commit has ended since, so the version that
+  // PRAGMA gave still holds, and a cache hit costs no system call.
+  unsigned char header[kWalHeaderSize];
+  const bool header_ok = probe_shm_ != nullptr && read_wal_header(header);
+  if (header_ok && probe_known_ && std::memcmp(header, probe_header_, kWalHeaderSize) == 0) return probe_version_;
+
   // PRAGMA data_version changes whenever another connection (in any process) has committed.
   // Only SQLite touches the database's files (DESIGN.md §2 rule 8): this starts and ends a
-  // read transaction on the probe's own long-lived connection, which costs a couple of lock
-  // system calls on the -shm file (see tests/bench/README.md for what that costs a cache hit).
+  // read transaction on the probe's own long-lived connection, which costs a few system calls
+  // (lock and unlock on the -shm file, a stat; tests/bench/README.md has what that costs).
   SleepDeadline no_sleep(now);
   int rc = sqlite3_step(probe_stmt_);
   std::int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(probe_stmt_, 0) : 0;
@@ -255,7 +321,13 @@ std::optional<std::uint64_t> SqliteBackend::data_version() {
   // data_version values are only comparable within one probe connection; the epoch (bumped on
   // every reopen) keeps a reopened probe from repeating a number an older one already gave.
   constexpr std::uint64_t low_mask = (std::uint64_t{1} << 40) - 1;
-  return (probe_epoch_ << 40) | (static_cast<std::uint64_t>(v) & low_mask);
+  const std::uint64_t version = (probe_epoch_ << 40) | (static_cast<std::uint64_t>(v) & low_mask);
+  // The header was read before the PRAGMA: a commit in between moves the header away from the
+  // saved copy, so the next call asks SQLite again (never the other way round).
+  probe_known_ = header_ok;
+  if (header_ok) std::memcpy(probe_header_, header, kWalHeaderSize);
+  probe_version_ = version;
+  return version;
 }
 
 std::string SqliteBackend::describe() const { return "sqlite:" + path_; }
