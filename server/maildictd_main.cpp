@@ -196,6 +196,7 @@ int main(int argc, char** argv) {
                    why, key, age.count(), skipped->exchange(0));
     });
     spdlog::info("maildictd {} starting: directory {}", MAILDICT_VERSION, backend.describe());
+    if (auto warning = backend.access_warning()) spdlog::warn("{}", *warning);
     auto& m = maildict::server::metrics();
     m.add_gauge("maildict_pool_connections", "Database connections (and threads) in the pool.",
                 [n = maildict::conf::pool_size(config)] { return static_cast<double>(n); });

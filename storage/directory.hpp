@@ -172,6 +172,10 @@ class DirectoryBackend {
   // Short, secret-free description for logs ("sqlite:/var/lib/maildict/directory.db").
   virtual std::string describe() const = 0;
 
+  // A warning for the log when the database's files can be read by more users than they
+  // should (the directory holds password hashes); nullopt when all is well or unknown.
+  virtual std::optional<std::string> access_warning() const { return std::nullopt; }
+
   // Creates the default schema in an empty database and applies pending migrations (both
   // idempotent, safe with several daemons starting at once). Throws std::runtime_error with a
   // clear message when it cannot (SchemaMismatch when trying again will not help); the daemon

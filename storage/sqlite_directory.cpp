@@ -142,7 +142,13 @@ void SqliteBackend::prepare_schema() {
     open_sqlite_session(path_, SessionRole::read);
     return;
   }
+  const bool existed = file_id(path_).has_value();
   DbPtr db = open_db(path_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  // SQLite created the file (empty, with the umask's mode) and has written nothing yet. The
+  // directory holds password hashes and relay passwords in clear: nobody but its owner and
+  // group may read it. Done before the first statement, so the -wal and -shm files, which
+  // SQLite creates later with the database file's mode, are private too.
+  if (!existed) restrict_new_file(path_);
   sqlite3* h = db.get();
   sqlite3_busy_timeout(h, kPrepareSchemaBusyMs);
   if (query_int(h, "PRAGMA user_version", path_) > kSqliteSchemaVersion)
@@ -331,5 +337,11 @@ std::optional<std::uint64_t> SqliteBackend::data_version() {
 }
 
 std::string SqliteBackend::describe() const { return "sqlite:" + path_; }
+
+std::optional<std::string> SqliteBackend::access_warning() const {
+  auto why = readable_by_others(path_);
+  if (!why) return std::nullopt;
+  return "sqlite:" + path_ + ": " + *why;
+}
 
 }  // namespace maildict::storage

@@ -39,6 +39,8 @@ class SqliteBackend final : public DirectoryBackend {
   // file is noticed within 250 ms.
   std::optional<std::uint64_t> data_version() override;
   std::string describe() const override;
+  // The database file, -wal or -shm is readable by others (see readable_by_others()).
+  std::optional<std::string> access_warning() const override;
   std::unique_ptr<SqlSession> open_session(SessionRole role) override;
 
  private:
