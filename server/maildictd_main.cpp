@@ -16,6 +16,7 @@
 
 #include "conf/config.hpp"
 #include "server/dict_server.hpp"
+#include "server/fault_log.hpp"
 #include "server/lookup_service.hpp"
 #include "server/metrics.hpp"
 #include "server/policy_engine.hpp"
@@ -178,6 +179,12 @@ int main(int argc, char** argv) {
     maildict::server::LookupService service(backend, pool, config.cache_entries, config.cache_ttl,
                                             config.request_timeout, config.cache_negative_ttl,
                                             config.cache_serve_stale);
+    // Temporary failures: a few lines per outage, not one per request.
+    maildict::server::FaultLog faults([](maildict::server::FaultLog::Level level, const std::string& line) {
+      if (level == maildict::server::FaultLog::Level::warn) spdlog::warn("{}", line);
+      else spdlog::info("{}", line);
+    });
+    service.report_faults(faults);
     // Every stale answer is counted; the log gets at most one line a second so an outage under
     // load does not flood it.
     service.on_stale_answer([last = std::make_shared<std::atomic<std::int64_t>>(0),
