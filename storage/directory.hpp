@@ -164,6 +164,9 @@ class DirectoryBackend {
 
   // Opens one connection. Throws std::runtime_error with a clear message when it cannot.
   virtual std::unique_ptr<DirectoryConnection> connect() = 0;
+  // The same, giving up (throwing) once `deadline` has passed where the backend can: the pool
+  // opens connections for a waiting request, which must get its answer by its deadline.
+  virtual std::unique_ptr<DirectoryConnection> connect(Deadline deadline) { return connect(); }
 
   // A number that changes whenever committed data changes, without blocking (a busy or broken
   // database gives nullopt: the caller must then not trust its cache). Thread-safe.

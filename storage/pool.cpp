@@ -184,7 +184,7 @@ void Pool::worker_loop() {
     if (!conn && (open_error.empty() || now >= next_open_attempt)) {
       next_open_attempt = now + reopen_interval;
       try {
-        conn = backend_.connect();
+        conn = backend_.connect(item.deadline);
         open_error = conn ? std::string() : "cannot open database: backend gave no connection";
       } catch (const std::exception& e) {
         open_error = std::string("cannot open database: ") + e.what();
