@@ -58,6 +58,12 @@ std::optional<LookupAnswer> LookupService::lookup(std::string_view key,
     if (auto* p = std::get_if<dict::PassdbQuestion>(&question)) passdb_login = std::move(p->login);
   }
   auto note = [this, passdb_login](const LookupAnswer& a) {
+    // A cache hit counts as an answer too: it proves the database's version could be read, and
+    // once the cache is warm most answers are hits.
+    if (faults_) {
+      if (a.kind == LookupAnswer::Kind::failed) faults_->failed(a.text);
+      else faults_->answered();
+    }
     if (passdb_login.empty()) return;
     if (a.kind == LookupAnswer::Kind::failed) outcomes_->note_failed(passdb_login);
     else outcomes_->note_answered(passdb_login);
@@ -159,6 +165,14 @@ void LookupService::iterate(const dict::Iterate& request, std::function<void(Ite
       (*shared_done)(to_rows(std::move(*now)));
     return;
   }
+  // Every other iteration answer passes here (an exact-key one was a lookup, reported there):
+  // failures go to the fault log.
+  if (faults_) {
+    done = [faults = faults_, done = std::move(done)](IterateAnswer a) {
+      if (a.failed) faults->failed(a.error);
+      done(std::move(a));
+    };
+  }
   if (dict::classify_iterate_path(request.path) != dict::IteratePath::userdb)
     return fail("maildict: unmapped iteration path: " + printable_excerpt(request.path));
 
@@ -173,7 +187,9 @@ void LookupService::iterate(const dict::Iterate& request, std::function<void(Ite
       (*shared_done)(std::move(a));
       return;
     }
-    (*shared_done)(answer_user_iteration(*conn, with_values, max_rows, deadline()));
+    auto answer = answer_user_iteration(*conn, with_values, max_rows, deadline());
+    if (faults_ && !answer.failed) faults_->answered();
+    (*shared_done)(std::move(answer));
   };
   if (!pool_.submit(deadline(), std::move(job))) {
     IterateAnswer a;

@@ -10,6 +10,7 @@
 
 #include "protocol/dict_codec.hpp"
 #include "server/directory_answers.hpp"
+#include "server/fault_log.hpp"
 #include "server/passdb_outcomes.hpp"
 #include "storage/cache.hpp"
 #include "storage/pool.hpp"
@@ -33,6 +34,10 @@ class LookupService {
   void on_stale_answer(std::function<void(const std::string&, std::chrono::milliseconds, const std::string&)> f) {
     on_stale_ = std::move(f);
   }
+
+  // Every temporary failure is reported there (by cause, a few lines per outage), and every
+  // answer the database gave; the object must outlive this service. Set before the first lookup.
+  void report_faults(FaultLog& faults) { faults_ = &faults; }
 
   // Each passdb lookup's outcome is noted there (for the auth policy); the object must outlive
   // this service. Set before the first lookup.
@@ -70,6 +75,7 @@ class LookupService {
   std::function<void(const std::string&, std::chrono::milliseconds, const std::string&)> on_stale_;
   std::atomic<std::size_t> in_flight_{0};
   PassdbOutcomes* outcomes_ = nullptr;
+  FaultLog* faults_ = nullptr;
 };
 
 // A short, printable excerpt of untrusted text for error messages and logs.

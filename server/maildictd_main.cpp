@@ -18,6 +18,7 @@
 #include "conf/query_check.hpp"
 #include "server/descriptor_limit.hpp"
 #include "server/dict_server.hpp"
+#include "server/fault_log.hpp"
 #include "server/host_checks.hpp"
 #include "server/lookup_service.hpp"
 #include "server/metrics.hpp"
@@ -209,10 +210,17 @@ int main(int argc, char** argv) {
     }
     // The policy does not count a failed login whose passdb lookup could not be made.
     maildict::server::PassdbOutcomes passdb_outcomes;
-    maildict::storage::Pool pool(backend, maildict::conf::pool_size(config), config.max_queued_requests);
+    maildict::storage::Pool pool(backend, maildict::conf::pool_size(config), config.max_queued_requests,
+                                 [](const std::string& message) { spdlog::error("{}", message); });
     maildict::server::LookupService service(backend, pool, config.cache_entries, config.cache_ttl,
                                             config.request_timeout, config.cache_negative_ttl,
                                             config.cache_serve_stale);
+    // Temporary failures: a few lines per outage, not one per request.
+    maildict::server::FaultLog faults([](maildict::server::FaultLog::Level level, const std::string& line) {
+      if (level == maildict::server::FaultLog::Level::warn) spdlog::warn("{}", line);
+      else spdlog::info("{}", line);
+    });
+    service.report_faults(faults);
     // Every stale answer is counted; the log gets at most one line a second so an outage under
     // load does not flood it.
     service.on_stale_answer([last = std::make_shared<std::atomic<std::int64_t>>(0),
@@ -242,6 +250,7 @@ int main(int argc, char** argv) {
     }
     spdlog::info("maildictd {} starting: directory {} (from {})", MAILDICT_VERSION, backend.describe(),
                  config.database_origin);
+    if (auto warning = backend.access_warning()) spdlog::warn("{}", *warning);
     auto& m = maildict::server::metrics();
     m.add_gauge("maildict_pool_connections", "Database connections (and threads) in the pool.",
                 [n = maildict::conf::pool_size(config)] { return static_cast<double>(n); });

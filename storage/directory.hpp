@@ -164,6 +164,9 @@ class DirectoryBackend {
 
   // Opens one connection. Throws std::runtime_error with a clear message when it cannot.
   virtual std::unique_ptr<DirectoryConnection> connect() = 0;
+  // The same, giving up (throwing) once `deadline` has passed where the backend can: the pool
+  // opens connections for a waiting request, which must get its answer by its deadline.
+  virtual std::unique_ptr<DirectoryConnection> connect(Deadline deadline) { return connect(); }
 
   // A number that changes whenever committed data changes, without blocking (a busy or broken
   // database gives nullopt: the caller must then not trust its cache). Thread-safe.
@@ -171,6 +174,10 @@ class DirectoryBackend {
 
   // Short, secret-free description for logs ("sqlite:/var/lib/maildict/directory.db").
   virtual std::string describe() const = 0;
+
+  // A warning for the log when the database's files can be read by more users than they
+  // should (the directory holds password hashes); nullopt when all is well or unknown.
+  virtual std::optional<std::string> access_warning() const { return std::nullopt; }
 
   // Creates the default schema in an empty database and applies pending migrations (both
   // idempotent, safe with several daemons starting at once). Throws std::runtime_error with a

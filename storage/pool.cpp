@@ -1,7 +1,10 @@
 #include "storage/pool.hpp"
 
+#include <algorithm>
 #include <exception>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace maildict::storage {
 
@@ -17,25 +20,67 @@ const std::string kShuttingDown = "shutting down";
 const std::string kQueueTimeout = "timed out waiting for a database connection";
 const std::string kNoError;
 
-// A job that throws must not take its worker thread (and with it the pool's capacity) down.
-void run_job(const Pool::Job& job, DirectoryConnection* conn, const std::string& why) {
+// A job that keeps throwing (the same bug hit by every request) must not flood the log.
+constexpr auto kReportInterval = std::chrono::seconds(10);
+
+// The first line of an exception's text, cut short and made printable: it ends up in a log.
+std::string describe_exception(std::exception_ptr e) {
+  std::string what;
   try {
-    job(conn, why);
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    what = ex.what();
   } catch (...) {
+    return "an exception that is not a std::exception";
   }
+  what = what.substr(0, what.find('\n'));
+  if (what.size() > 200) what = what.substr(0, 200) + "...";
+  for (char& c : what)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return what;
 }
 
 }  // namespace
 
-Pool::Pool(DirectoryBackend& backend, std::size_t threads, std::size_t max_queued)
-    : backend_(backend), max_queued_(max_queued) {
+Pool::Pool(DirectoryBackend& backend, std::size_t threads, std::size_t max_queued, ErrorReport report_error)
+    : backend_(backend), max_queued_(max_queued), report_error_(std::move(report_error)) {
   if (threads == 0) threads = 1;
   threads_.reserve(threads);
   try {
     for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { worker_loop(); });
+    watcher_ = std::thread([this] { deadline_loop(); });
   } catch (...) {
     stop();
     throw;
+  }
+}
+
+// A job that throws must not take its worker thread (and with it the pool's capacity) down,
+// nor vanish without a trace: its caller's answer may be lost with it.
+void Pool::run_job(const Job& job, DirectoryConnection* conn, const std::string& why) {
+  try {
+    job(conn, why);
+    return;
+  } catch (...) {
+    auto what = describe_exception(std::current_exception());
+    std::uint64_t others = 0;
+    {
+      std::lock_guard lock(report_mutex_);
+      auto now = Clock::now();
+      if (now < next_report_) {
+        ++unreported_;
+        return;
+      }
+      next_report_ = now + kReportInterval;
+      others = std::exchange(unreported_, 0);
+    }
+    if (!report_error_) return;
+    std::string message = "a database job failed with an exception: " + what;
+    if (others > 0) message += " (and " + std::to_string(others) + " more since the last report)";
+    try {
+      report_error_(message);
+    } catch (...) {
+    }
   }
 }
 
@@ -47,9 +92,47 @@ bool Pool::submit(Deadline deadline, Job job) {
     // After stop() nobody would ever run the job; refusing it lets the caller answer now.
     if (stopping_ || queue_.size() >= max_queued_) return false;
     queue_.push_back(Item{deadline, std::move(job)});
+    if (deadline < watch_until_) {
+      watch_until_ = deadline;
+      watch_wake_.notify_one();
+    }
   }
   wake_.notify_one();
   return true;
+}
+
+void Pool::deadline_loop() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    if (queue_.empty()) {
+      watch_until_ = Deadline::max();
+      watch_wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      continue;
+    }
+    auto now = Clock::now();
+    // Jobs that cannot start in time any more are answered now, whatever the workers do.
+    std::vector<Item> expired;
+    Deadline earliest = Deadline::max();
+    for (auto it = queue_.begin(); it != queue_.end();) {
+      if (it->deadline <= now) {
+        expired.push_back(std::move(*it));
+        it = queue_.erase(it);
+      } else {
+        earliest = std::min(earliest, it->deadline);
+        ++it;
+      }
+    }
+    if (!expired.empty()) {
+      lock.unlock();
+      for (auto& item : expired) run_job(item.job, nullptr, kQueueTimeout);
+      expired.clear();
+      lock.lock();
+      continue;
+    }
+    watch_until_ = earliest;
+    // Woken early by a job with an earlier deadline (submit) or by stop().
+    watch_wake_.wait_until(lock, earliest);
+  }
 }
 
 void Pool::stop() {
@@ -58,8 +141,10 @@ void Pool::stop() {
     stopping_ = true;
   }
   wake_.notify_all();
+  watch_wake_.notify_all();
   for (auto& t : threads_)
     if (t.joinable()) t.join();
+  if (watcher_.joinable()) watcher_.join();
 
   std::deque<Item> left;
   {
@@ -99,7 +184,7 @@ void Pool::worker_loop() {
     if (!conn && (open_error.empty() || now >= next_open_attempt)) {
       next_open_attempt = now + reopen_interval;
       try {
-        conn = backend_.connect();
+        conn = backend_.connect(item.deadline);
         open_error = conn ? std::string() : "cannot open database: backend gave no connection";
       } catch (const std::exception& e) {
         open_error = std::string("cannot open database: ") + e.what();

@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "storage/directory_sql.hpp"
+#include "storage/postgres_async_session.hpp"
 #include "storage/postgres_session.hpp"
 #include "storage/sql_directory.hpp"
 #include "storage/sql_session.hpp"
@@ -133,36 +134,49 @@ PostgresBackend::~PostgresBackend() {
 }
 
 std::unique_ptr<SqlSession> PostgresBackend::session_to(const std::string& conninfo, SessionRole role,
-                                                       std::chrono::milliseconds retire_after) const {
+                                                       std::chrono::milliseconds retire_after,
+                                                       Deadline connect_deadline) const {
   PostgresSessionOptions o;
+  o.connect_deadline = connect_deadline;
   o.retire_after = retire_after;
   o.conninfo = conninfo;
   o.application_name = options_.application_name;
   o.statement_timeout = options_.statement_timeout;
+  // Lookups keep their deadline by themselves (libpq's asynchronous interface); changes go
+  // through libpqxx, with the server-side statement_timeout as their bound.
+  if (role == SessionRole::read) return open_postgres_read_session(o);
   return open_postgres_session(o, role);
 }
 
 std::unique_ptr<SqlSession> PostgresBackend::open_session(SessionRole role) {
-  if (role == SessionRole::read && !options_.replica_conninfo.empty()) {
+  if (role == SessionRole::read) return read_session(Deadline::max());
+  return session_to(options_.conninfo, role);
+}
+
+std::unique_ptr<SqlSession> PostgresBackend::read_session(Deadline connect_deadline) {
+  if (!options_.replica_conninfo.empty()) {
     try {
-      return session_to(options_.replica_conninfo, role);
+      return session_to(options_.replica_conninfo, SessionRole::read, std::chrono::milliseconds(0), connect_deadline);
     } catch (const std::exception&) {
       // The primary answers the same questions; a replica outage must not stop lookups.
     }
   }
   // Lookups that fell back to the primary go back to the replica when it is reachable again.
-  const bool fallback = role == SessionRole::read && !options_.replica_conninfo.empty();
-  return session_to(options_.conninfo, role, fallback ? kReplicaRetry : std::chrono::milliseconds(0));
+  const bool fallback = !options_.replica_conninfo.empty();
+  return session_to(options_.conninfo, SessionRole::read, fallback ? kReplicaRetry : std::chrono::milliseconds(0),
+                    connect_deadline);
 }
 
-std::unique_ptr<DirectoryConnection> PostgresBackend::connect() {
+std::unique_ptr<DirectoryConnection> PostgresBackend::connect() { return connect(Deadline::max()); }
+
+std::unique_ptr<DirectoryConnection> PostgresBackend::connect(Deadline deadline) {
   // A daemon that started while the server was down (or before anyone created the database's
   // tables) creates the schema on its first successful connection instead of failing forever.
   if (!existing_ && !schema_ready_.load(std::memory_order_acquire)) {
     prepare_schema();
   }
-  if (existing_) return make_existing_schema_directory(open_session(SessionRole::read), existing_, defaults_);
-  return make_sql_directory(open_session(SessionRole::read), sql_, defaults_);
+  if (existing_) return make_existing_schema_directory(read_session(deadline), existing_, defaults_);
+  return make_sql_directory(read_session(deadline), sql_, defaults_);
 }
 
 std::string PostgresBackend::describe() const {

@@ -42,6 +42,8 @@ class PostgresBackend final : public DirectoryBackend {
 
   // A lookup connection: the replica when configured and reachable, else the primary.
   std::unique_ptr<DirectoryConnection> connect() override;
+  // Gives up at `deadline` (a hung server never finishes the handshake).
+  std::unique_ptr<DirectoryConnection> connect(Deadline deadline) override;
   // The listener's change counter; nullopt while the listener is not connected, or its server
   // has not answered a ping for a second (hung, cut off), so no cached answer is trusted then.
   // Starts the listener on first use.
@@ -56,7 +58,9 @@ class PostgresBackend final : public DirectoryBackend {
  private:
   void listen_loop();
   std::unique_ptr<SqlSession> session_to(const std::string& conninfo, SessionRole role,
-                                         std::chrono::milliseconds retire_after = std::chrono::milliseconds(0)) const;
+                                         std::chrono::milliseconds retire_after = std::chrono::milliseconds(0),
+                                         Deadline connect_deadline = Deadline::max()) const;
+  std::unique_ptr<SqlSession> read_session(Deadline connect_deadline);
 
   PostgresOptions options_;
   UserDefaults defaults_;

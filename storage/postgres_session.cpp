@@ -91,6 +91,14 @@ std::string with_default(std::string conninfo, std::string_view keyword, std::st
 
 std::string with_connect_timeout(const std::string& conninfo, std::string_view application_name) {
   std::string out = with_default(conninfo, "connect_timeout", kDefaultConnectTimeout);
+  // A dead network path (a host that vanished without a reset) is noticed by TCP itself: an
+  // idle connection is probed after 10 s, and data unacknowledged for 10 s ends the
+  // connection. UNIX sockets ignore these.
+  out = with_default(out, "keepalives", "1");
+  out = with_default(out, "keepalives_idle", "10");
+  out = with_default(out, "keepalives_interval", "5");
+  out = with_default(out, "keepalives_count", "2");
+  out = with_default(out, "tcp_user_timeout", "10000");
   // Named from the first moment, so pg_stat_activity never shows an anonymous maildict
   // connection.
   if (!application_name.empty()) out = with_default(out, "application_name", application_name);

@@ -19,13 +19,16 @@ struct PostgresSessionOptions {
   // the pool opens a new one (a lookup connection that fell back to the primary goes back to
   // the replica once that is reachable again).
   std::chrono::milliseconds retire_after{0};
+  // The read session (postgres_async_session.hpp) gives up connecting at this time too.
+  Deadline connect_deadline = Deadline::max();
 };
 
 // Connects at once. Throws std::runtime_error (message free of passwords) when it cannot.
 std::unique_ptr<SqlSession> open_postgres_session(const PostgresSessionOptions& options, SessionRole role);
 
 // The conninfo with connect_timeout=2 added unless it sets one (libpq would wait as long as the
-// network does), and application_name unless it sets one.
+// network does), TCP keepalives and tcp_user_timeout=10000 (a dead network path is noticed in
+// about 10 s) unless it sets them, and application_name unless it sets one.
 std::string with_connect_timeout(const std::string& conninfo, std::string_view application_name = {});
 
 // The conninfo without secrets, for logs: "host=/run/postgresql dbname=maildict user=maildict".

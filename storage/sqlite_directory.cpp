@@ -1,15 +1,13 @@
 #include "storage/sqlite_directory.hpp"
 
-#include <fcntl.h>
 #include <sqlite3.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include "storage/directory_sql.hpp"
 #include "storage/sql_directory.hpp"
@@ -144,7 +142,13 @@ void SqliteBackend::prepare_schema() {
     open_sqlite_session(path_, SessionRole::read);
     return;
   }
+  const bool existed = file_id(path_).has_value();
   DbPtr db = open_db(path_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  // SQLite created the file (empty, with the umask's mode) and has written nothing yet. The
+  // directory holds password hashes and relay passwords in clear: nobody but its owner and
+  // group may read it. Done before the first statement, so the -wal and -shm files, which
+  // SQLite creates later with the database file's mode, are private too.
+  if (!existed) restrict_new_file(path_);
   sqlite3* h = db.get();
   sqlite3_busy_timeout(h, kPrepareSchemaBusyMs);
   if (query_int(h, "PRAGMA user_version", path_) > kSqliteSchemaVersion)
@@ -188,11 +192,9 @@ std::unique_ptr<DirectoryConnection> SqliteBackend::connect() {
 std::unique_ptr<SqlSession> SqliteBackend::open_session(SessionRole role) { return open_sqlite_session(path_, role); }
 
 void SqliteBackend::close_probe() {
-  // The view of the -shm file goes first: once the last connection of this process closes,
-  // SQLite may delete or truncate that file.
-  if (probe_shm_) munmap(const_cast<unsigned char*>(probe_shm_), probe_shm_len_);
+  // SQLite's view of the -shm file goes with the connection that holds it.
   probe_shm_ = nullptr;
-  probe_shm_len_ = 0;
+  probe_known_ = false;
   if (probe_stmt_) sqlite3_finalize(probe_stmt_);
   if (probe_db_) sqlite3_close_v2(probe_db_);
   probe_stmt_ = nullptr;
@@ -208,15 +210,17 @@ bool SqliteBackend::open_probe(std::uint64_t dev, std::uint64_t ino) {
     sqlite3_close_v2(db);
     return false;
   }
+  sqlite3_extended_result_codes(db, 1);
   // Never wait: a caller that cannot get a version simply does not trust its cache.
   sqlite3_busy_timeout(db, 0);
+  // The probe only reads; a write through it would be a bug.
+  sqlite3_exec(db, "PRAGMA query_only = 1", nullptr, nullptr, nullptr);
   sqlite3_stmt* stmt = nullptr;
   if (sqlite3_prepare_v3(db, "PRAGMA data_version", -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr) != SQLITE_OK) {
     sqlite3_close_v2(db);
     return false;
   }
-  // A first read opens the WAL and its -shm file (when the database is in WAL mode) and proves
-  // the file is a readable database.
+  // A first read proves the file is a readable database.
   int rc = sqlite3_step(stmt);
   sqlite3_reset(stmt);
   if (rc != SQLITE_ROW) {
@@ -229,99 +233,61 @@ bool SqliteBackend::open_probe(std::uint64_t dev, std::uint64_t ino) {
   probe_file_dev_ = dev;
   probe_file_ino_ = ino;
   ++probe_epoch_;
-  map_probe_shm();
+  find_wal_index();
   return true;
 }
 
 namespace {
 
-// The WAL-index header (https://www.sqlite.org/walformat.html, "The WAL-Index Header"): two
-// copies of a 48-byte block at the start of the -shm file, rewritten by every committing
-// writer (copy 2 first, then copy 1) in the writer's native byte order.
+// The WAL-index header (https://www.sqlite.org/walformat.html, "2.1 The WAL-Index Header"): two
+// copies of a 48-byte block at the start of the wal-index, rewritten by every committing
+// writer, whatever its process; its change counter moves on every commit. The wal-index is
+// mapped by SQLite in regions of 32768 bytes (walformat.html: "pages").
 constexpr std::size_t kWalHeaderSize = 48;
 constexpr std::uint32_t kWalIndexFormat = 3007000;
-constexpr std::size_t kShmMapBytes = 4096;
-
-std::uint64_t mix64(std::uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
-}
-
-constexpr std::uint64_t kWalVersionTag = std::uint64_t{1} << 63;
+constexpr int kWalIndexRegionSize = 32768;
 
 }  // namespace
 
-void SqliteBackend::map_probe_shm() {
-  // Only a database in WAL mode keeps its header in the -shm file; a stale -shm next to a
-  // rollback-journal database would never change. The mode cannot leave WAL while the probe
-  // is open: that needs an exclusive lock and every WAL connection holds a shared one.
+void SqliteBackend::find_wal_index() {
+  // Only a database in WAL mode has a wal-index. It cannot leave WAL mode while the probe is
+  // open: that needs an exclusive lock, and every WAL connection keeps a shared one.
   sqlite3_stmt* mode = nullptr;
   bool wal = false;
   if (sqlite3_prepare_v2(probe_db_, "PRAGMA journal_mode", -1, &mode, nullptr) == SQLITE_OK &&
       sqlite3_step(mode) == SQLITE_ROW) {
     auto* text = reinterpret_cast<const char*>(sqlite3_column_text(mode, 0));
-    wal = text != nullptr && std::strcmp(text, "wal") == 0;
+    wal = text != nullptr && std::string_view(text) == "wal";
   }
   sqlite3_finalize(mode);
   if (!wal) return;
-
-  // SQLite names the -shm after the file it really opened (symlinks resolved).
-  const char* db_file = sqlite3_db_filename(probe_db_, "main");
-  if (db_file == nullptr || *db_file == '\0') return;
-  std::string shm_path = std::string(db_file) + "-shm";
-  int fd = ::open(shm_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) return;
-  struct stat st;
-  void* p = MAP_FAILED;
-  // A mapping past the end of the file would fault; SQLite sizes it in 32 KiB regions.
-  if (::fstat(fd, &st) == 0 && st.st_size >= static_cast<off_t>(kShmMapBytes))
-    p = ::mmap(nullptr, kShmMapBytes, PROT_READ, MAP_SHARED, fd, 0);
-  ::close(fd);
-  if (p == MAP_FAILED) return;
-  // Not a header format we know (a future SQLite): keep using the PRAGMA. A momentary
-  // mismatch of the two copies is fine here; each call checks that again.
-  const auto* bytes = static_cast<const volatile unsigned char*>(p);
-  unsigned char format_bytes[4] = {bytes[0], bytes[1], bytes[2], bytes[3]};
-  std::uint32_t format;
-  std::memcpy(&format, format_bytes, sizeof format);
-  if (format != kWalIndexFormat) {
-    munmap(p, kShmMapBytes);
+  // SQLite's own mapping of the wal-index, asked through its public file interface: the
+  // database file's handle (SQLITE_FCNTL_FILE_POINTER) and its xShmMap method, which hands out
+  // the region the probe connection's WAL already has mapped. Nothing is opened, mapped or
+  // closed outside SQLite, so SQLite's locks on the -shm stay exactly as SQLite keeps them,
+  // and the memory stays valid while the probe connection is open.
+  sqlite3_file* file = nullptr;
+  if (sqlite3_file_control(probe_db_, "main", SQLITE_FCNTL_FILE_POINTER, &file) != SQLITE_OK || file == nullptr ||
+      file->pMethods == nullptr || file->pMethods->iVersion < 2 || file->pMethods->xShmMap == nullptr)
     return;
-  }
-  probe_shm_ = bytes;
-  probe_shm_len_ = kShmMapBytes;
+  void volatile* region = nullptr;
+  if (file->pMethods->xShmMap(file, 0, kWalIndexRegionSize, 0, &region) != SQLITE_OK || region == nullptr) return;
+  probe_shm_ = static_cast<const volatile unsigned char*>(region);
 }
 
-std::optional<std::uint64_t> SqliteBackend::wal_index_version() const {
-  unsigned char first[kWalHeaderSize], second[kWalHeaderSize];
-  // Byte-wise volatile reads: another process writes this memory, the compiler must not
-  // cache or merge them. The fence orders the two copies against the writer's barrier.
-  for (std::size_t i = 0; i < kWalHeaderSize; ++i) first[i] = probe_shm_[i];
+bool SqliteBackend::read_wal_header(unsigned char (&out)[48]) const {
+  unsigned char second[kWalHeaderSize];
+  // Byte-wise volatile reads: other processes write this memory, the compiler must not cache
+  // or merge them. The fences order the two copies against the writer's barrier.
+  for (std::size_t i = 0; i < kWalHeaderSize; ++i) out[i] = probe_shm_[i];
   std::atomic_thread_fence(std::memory_order_acquire);
   for (std::size_t i = 0; i < kWalHeaderSize; ++i) second[i] = probe_shm_[kWalHeaderSize + i];
   std::atomic_thread_fence(std::memory_order_acquire);
-  // Different copies: a writer is in the middle of a commit (or died there); let SQLite
-  // sort it out through the PRAGMA.
-  if (std::memcmp(first, second, kWalHeaderSize) != 0) return std::nullopt;
+  // Different copies: a writer is in the middle of a commit; let SQLite sort it out.
+  if (std::memcmp(out, second, kWalHeaderSize) != 0) return false;
   std::uint32_t format;
-  std::memcpy(&format, first, sizeof format);
-  const unsigned char is_init = first[12];
-  if (format != kWalIndexFormat || is_init != 1) return std::nullopt;
-
-  // Every commit changes the header (change counter, last frame, frame checksums, salts), so
-  // hashing all of it gives a number that moves on every commit and survives a WAL reset or
-  // a recovery that restarts the counter. The epoch separates reopened probes.
-  std::uint64_t h = mix64(probe_epoch_ + 0x9e3779b97f4a7c15ULL);
-  for (std::size_t i = 0; i < kWalHeaderSize; i += 8) {
-    std::uint64_t word;
-    std::memcpy(&word, first + i, sizeof word);
-    h = mix64(h ^ word);
-  }
-  return h | kWalVersionTag;
+  std::memcpy(&format, out, sizeof format);
+  return format == kWalIndexFormat && out[12] == 1;  // isInit
 }
 
 std::optional<std::uint64_t> SqliteBackend::data_version() {
@@ -338,27 +304,44 @@ std::optional<std::uint64_t> SqliteBackend::data_version() {
     probe_next_identity_check_ = now + kIdentityCheckInterval;
   }
 
-  if (probe_shm_) {
-    if (auto v = wal_index_version()) return v;
-  }
+  // The header unchanged since the last PRAGMA: no commit has ended since, so the version that
+  // PRAGMA gave still holds, and a cache hit costs no system call.
+  unsigned char header[kWalHeaderSize];
+  const bool header_ok = probe_shm_ != nullptr && read_wal_header(header);
+  if (header_ok && probe_known_ && std::memcmp(header, probe_header_, kWalHeaderSize) == 0) return probe_version_;
 
-  // The portable way: PRAGMA data_version changes whenever another connection (in any
-  // process) has committed. It starts a read transaction, which costs a few system calls.
+  // PRAGMA data_version changes whenever another connection (in any process) has committed.
+  // Only SQLite touches the database's files (DESIGN.md §2 rule 8): this starts and ends a
+  // read transaction on the probe's own long-lived connection, which costs a few system calls
+  // (lock and unlock on the -shm file, a stat; tests/bench/README.md has what that costs).
   SleepDeadline no_sleep(now);
   int rc = sqlite3_step(probe_stmt_);
   std::int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(probe_stmt_, 0) : 0;
   sqlite3_reset(probe_stmt_);
   if (rc != SQLITE_ROW) {
-    close_probe();
+    // A lock held by a writer (or a WAL recovery) passes by itself; keep the connection and
+    // only distrust the cache for this lookup. A damaged or vanished file needs a new one.
+    if (!is_lock_error(rc)) close_probe();
     return std::nullopt;
   }
   // data_version values are only comparable within one probe connection; the epoch (bumped on
   // every reopen) keeps a reopened probe from repeating a number an older one already gave.
-  // The top bit stays clear so these numbers never equal a WAL-header version.
   constexpr std::uint64_t low_mask = (std::uint64_t{1} << 40) - 1;
-  return ((probe_epoch_ << 40) | (static_cast<std::uint64_t>(v) & low_mask)) & ~kWalVersionTag;
+  const std::uint64_t version = (probe_epoch_ << 40) | (static_cast<std::uint64_t>(v) & low_mask);
+  // The header was read before the PRAGMA: a commit in between moves the header away from the
+  // saved copy, so the next call asks SQLite again (never the other way round).
+  probe_known_ = header_ok;
+  if (header_ok) std::memcpy(probe_header_, header, kWalHeaderSize);
+  probe_version_ = version;
+  return version;
 }
 
 std::string SqliteBackend::describe() const { return "sqlite:" + path_; }
+
+std::optional<std::string> SqliteBackend::access_warning() const {
+  auto why = readable_by_others(path_);
+  if (!why) return std::nullopt;
+  return "sqlite:" + path_ + ": " + *why;
+}
 
 }  // namespace maildict::storage

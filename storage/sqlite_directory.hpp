@@ -32,11 +32,15 @@ class SqliteBackend final : public DirectoryBackend {
 
   // Opens the existing file (never creates it: a missing file throws "database file missing").
   std::unique_ptr<DirectoryConnection> connect() override;
-  // In WAL mode, a hash of the WAL-index header in the -shm file (rewritten by every commit,
-  // from any process), read without a system call; otherwise PRAGMA data_version. A deleted or
-  // replaced file is noticed within 250 ms.
+  // PRAGMA data_version on a long-lived connection of its own: moves with every commit, from
+  // any process, and is read through SQLite alone (never by opening the database's files). In
+  // WAL mode the PRAGMA only runs when the WAL-index header, seen through SQLite's own mapping,
+  // has changed since the last one, so a cache hit costs no system call. A deleted or replaced
+  // file is noticed within 250 ms.
   std::optional<std::uint64_t> data_version() override;
   std::string describe() const override;
+  // The database file, -wal or -shm is readable by others (see readable_by_others()).
+  std::optional<std::string> access_warning() const override;
   std::unique_ptr<SqlSession> open_session(SessionRole role) override;
 
  private:
@@ -55,14 +59,16 @@ class SqliteBackend final : public DirectoryBackend {
   std::uint64_t probe_file_ino_ = 0;
   std::uint64_t probe_epoch_ = 0;
   Clock::time_point probe_next_identity_check_{};
-  // Read-only view of the WAL-index header in the -shm file, when the database is in WAL mode:
-  // it changes on every commit and can be read without a system call (see data_version()).
+  // SQLite's mapping of the wal-index (region 0) while the probe is open in WAL mode, and the
+  // header and version of the last PRAGMA data_version (see data_version()).
   const volatile unsigned char* probe_shm_ = nullptr;
-  std::size_t probe_shm_len_ = 0;
+  unsigned char probe_header_[48] = {};
+  bool probe_known_ = false;
+  std::uint64_t probe_version_ = 0;
   void close_probe();
   bool open_probe(std::uint64_t dev, std::uint64_t ino);
-  void map_probe_shm();
-  std::optional<std::uint64_t> wal_index_version() const;
+  void find_wal_index();
+  bool read_wal_header(unsigned char (&out)[48]) const;
 };
 
 // The SQL that creates the default schema (DESIGN.md §3); exposed for the admin tool and tests.

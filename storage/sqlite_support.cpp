@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 
@@ -65,6 +66,52 @@ void fail_open(const std::string& path, const std::string& why) {
 
 void fail_schema(const std::string& path, const std::string& why) {
   throw SchemaMismatch("sqlite:" + path + ": " + why);
+}
+
+namespace {
+
+// The process's umask, read without changing it (umask(2) can only be read by setting it,
+// which would race with other threads creating files): Linux shows it in /proc/self/status.
+mode_t current_umask() {
+  std::FILE* f = std::fopen("/proc/self/status", "re");
+  if (f == nullptr) return 022;
+  char line[256];
+  unsigned mask = 022;
+  while (std::fgets(line, sizeof line, f) != nullptr)
+    if (std::sscanf(line, "Umask: %o", &mask) == 1) break;
+  std::fclose(f);
+  return static_cast<mode_t>(mask);
+}
+
+}  // namespace
+
+void restrict_new_file(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size != 0) return;
+  // SQLite creates files 0644 minus the umask: group write never comes through, though a
+  // group of admin tools (umask 002) needs it. Read and write for the owner and, as the umask
+  // allows, the group; nothing for others, whatever the umask.
+  const mode_t mode = 0660 & ~current_umask() & ~static_cast<mode_t>(S_IRWXO);
+  if ((st.st_mode & 07777) == mode) return;
+  // chmod by name, not by descriptor: opening SQLite's file here would be exactly what DESIGN.md
+  // §2 rule 8 forbids (a close drops SQLite's POSIX locks).
+  ::chmod(path.c_str(), mode | S_IRUSR | S_IWUSR);
+}
+
+std::optional<std::string> readable_by_others(const std::string& path) {
+  std::string found;
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    std::string file = path + suffix;
+    struct stat st;
+    if (::stat(file.c_str(), &st) != 0 || !(st.st_mode & S_IROTH)) continue;
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    if (!found.empty()) found += ", ";
+    found += file + " (mode " + mode + ")";
+  }
+  if (found.empty()) return std::nullopt;
+  return "readable by every local user: " + found +
+         "; the directory holds password hashes and relay passwords, make it private (chmod o-rwx)";
 }
 
 DbPtr open_db(const std::string& path, int flags) {

@@ -64,6 +64,16 @@ std::string missing_file_reason(int err);
 // Same, as SchemaMismatch: the file opens but its schema is not one maildict can use.
 [[noreturn]] void fail_schema(const std::string& path, const std::string& why);
 
+// Gives a database file this process has just created mode 0660 minus the umask, and never
+// any permission for others: 0640 under the usual umask 022, 0660 under 002 (a group of admin
+// tools that write it), 0600 under 077. Only a file that is still empty is changed: one that
+// another process filled meanwhile is left alone.
+void restrict_new_file(const std::string& path);
+
+// The database file, -wal or -shm that others may read (mode & 0004), as a sentence for the
+// log; nullopt when there is none (or the files cannot be examined).
+std::optional<std::string> readable_by_others(const std::string& path);
+
 // Opens with the deadline VFS and extended result codes. Throws std::runtime_error naming the
 // file ("database file missing" when it does not exist and `flags` lacks CREATE).
 DbPtr open_db(const std::string& path, int flags);

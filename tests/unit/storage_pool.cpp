@@ -207,12 +207,79 @@ TEST_CASE("pool: an unhealthy connection is replaced") {
   CHECK(backend.connects == 2);
 }
 
-TEST_CASE("pool: a throwing job does not kill its worker") {
+TEST_CASE("pool: a throwing job does not kill its worker, and is reported") {
   FakeBackend backend;
-  Pool pool(backend, 1, 10);
-  REQUIRE(pool.submit(soon(), [](DirectoryConnection*, const std::string&) { throw std::runtime_error("boom"); }));
+  std::mutex m;
+  std::vector<std::string> reports;
+  Pool pool(backend, 1, 10, [&](const std::string& message) {
+    std::lock_guard lock(m);
+    reports.push_back(message);
+  });
+  REQUIRE(pool.submit(soon(), [](DirectoryConnection*, const std::string&) {
+    throw std::runtime_error("boom\nsecond line stays out of the log");
+  }));
   auto after = run_one(pool);
   CHECK(after.conn != nullptr);
+  {
+    std::lock_guard lock(m);
+    REQUIRE(reports.size() == 1);
+    CHECK(reports[0] == "a database job failed with an exception: boom");
+  }
+
+  // The same bug on every request is one line, not one per request: the next reports within
+  // the interval are only counted.
+  for (int i = 0; i < 5; ++i)
+    REQUIRE(pool.submit(soon(), [](DirectoryConnection*, const std::string&) { throw 42; }));
+  run_one(pool);
+  std::lock_guard lock(m);
+  CHECK(reports.size() == 1);
+}
+
+TEST_CASE("pool: a job that throws something else is reported too") {
+  FakeBackend backend;
+  std::promise<std::string> reported;
+  auto f = reported.get_future();
+  Pool pool(backend, 1, 10, [&](const std::string& message) { reported.set_value(message); });
+  REQUIRE(pool.submit(soon(), [](DirectoryConnection*, const std::string&) { throw 42; }));
+  REQUIRE(f.wait_for(5s) == std::future_status::ready);
+  CHECK(f.get() == "a database job failed with an exception: an exception that is not a std::exception");
+}
+
+TEST_CASE("pool: queued jobs are answered at their deadline while every worker is busy") {
+  FakeBackend backend;
+  Pool pool(backend, 1, 100);
+  Gate gate;
+  REQUIRE(pool.submit(soon() + 10s, gate.blocker()));
+  gate.wait_started();  // the only worker hangs (a database that does not answer)
+  struct Answer {
+    std::string why;
+    Clock::duration late;
+  };
+  std::mutex m;
+  std::vector<Answer> answers;
+  const auto start = Clock::now();
+  for (int i = 0; i < 20; ++i) {
+    auto deadline = start + 100ms + i * 10ms;
+    REQUIRE(pool.submit(deadline, [&, deadline](DirectoryConnection* c, const std::string& why) {
+      std::lock_guard lock(m);
+      answers.push_back({c ? "connection" : why, Clock::now() - deadline});
+    }));
+  }
+  for (int i = 0; i < 500; ++i) {
+    {
+      std::lock_guard lock(m);
+      if (answers.size() == 20) break;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  std::lock_guard lock(m);
+  REQUIRE(answers.size() == 20);  // every one of them, not only as many as there are workers
+  for (const auto& a : answers) {
+    CHECK(a.why == "timed out waiting for a database connection");
+    CHECK(a.late >= 0ms);    // never before its deadline
+    CHECK(a.late < 1000ms);  // generous: this machine is shared
+  }
+  gate.open();
 }
 
 TEST_CASE("pool: stop answers queued jobs with 'shutting down' and refuses new ones") {
