@@ -1,6 +1,7 @@
 #include "server/dict_server.hpp"
 
 #include <grp.h>
+#include <signal.h>
 #include <pwd.h>
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -731,6 +732,13 @@ void DictServer::run(LookupService& service) {
         hangup.async_wait(on_hangup);
       };
   hangup.async_wait(on_hangup);
+  // maildictd's main blocks these signals before binding (a stop during start-up must not kill
+  // it with the default action); now that they are handled, this thread and the I/O threads it
+  // starts take them, and one that arrived early is delivered now.
+  sigset_t handled;
+  sigemptyset(&handled);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&handled, sig);
+  pthread_sigmask(SIG_UNBLOCK, &handled, nullptr);
   asio::co_spawn(*impl.contexts[0], impl.accept_loop(), asio::detached);
 
   spdlog::info("serving the dict protocol on {} with {} I/O thread(s)", impl.config.socket_path, impl.contexts.size());

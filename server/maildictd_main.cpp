@@ -170,6 +170,16 @@ int main(int argc, char** argv) {
     spdlog::info("open-file limit raised from {} to {}", descriptors.before, descriptors.now);
   for (const auto& note : maildict::server::fit_connection_limits(config, descriptors.now)) spdlog::warn("{}", note);
 
+  // A stop signal that arrives between binding the socket (which tells a supervisor or a test
+  // that maildictd is up) and the moment the server's signal handling exists would kill the
+  // process with the default action, leaving its socket file behind. Blocked here, before any
+  // thread starts, so every thread inherits the block; DictServer::run unblocks them once it
+  // handles them, and a signal that came early is then handled like any other.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&stop_signals, sig);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
   try {
     // Declared first so that it outlives (and bounds) every destructor that may wait for the
     // database: the pool's threads and the change listener.
