@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Dovecot 2.4.1's auth policy client (the trixie tree) against maildictd's policy server over
-loopback TCP, with the shipped packaging/dovecot/30-maildict-policy.conf unchanged but for the
-port, nonce and key (its settings kept their names in 2.4), and logins through the shipped
-10-maildict-2.4.conf and maildict-auth.lua. The two scenarios of test_auth_policy.py that
-matter most, on the new Dovecot:
+"""Dovecot 2.4.1's auth policy client (the trixie tree) against maildictd's policy server on its
+UNIX socket (policy_socket, no TCP listener), with the shipped
+packaging/dovecot/30-maildict-policy-2.4.conf unchanged but for the socket path, nonce and key,
+and logins through the shipped 10-maildict-2.4.conf and maildict-auth.lua. The socket has mode
+0660 and the tree's dovecot group (what policy_socket_group = dovecot gives on a real host; the
+tree's gids differ from the host's, so the test sets the group by number): Dovecot's auth
+process, which runs as dovecot and makes the policy requests, gets in. The two scenarios of
+test_auth_policy.py that matter most, on the new Dovecot:
   * wrong passwords for one user from one IP: first refused normally, then tarpitted (Dovecot
     holds the login), then rejected by the policy, even with the right password; the same user
     from another IP logs in at once;
@@ -13,6 +16,8 @@ Each attempt carries its own session id, so its policy outcome is read from Dove
 (reason=) and its log ("Policy check action is tarpit N second(s)").
 """
 import os
+import re
+import subprocess
 import sys
 import time
 import unittest
@@ -56,14 +61,18 @@ class Dovecot24AuthPolicy(unittest.TestCase):
         tree = tx.require_tree()
         cls.tmp = h.TempDir()
         priv = tree.private_dir("p")
-        port = h.free_tcp_port()
         db = h.make_demo_db(cls.tmp.path)
+        policy_socket = tree.check_socket_path(os.path.join(priv, "p.sock"))
         conf = h.maildict_config(cls.tmp.path, db,
                                  socket=tree.check_socket_path(os.path.join(priv, "d.sock")),
-                                 policy_listen="127.0.0.1:%d" % port, **POLICY)
+                                 policy_socket=policy_socket, policy_socket_mode="0660",
+                                 policy_socket_group="", **POLICY)
         cls.maildictd = h.Maildictd(cls.tmp.path, conf).start()
-        extra = h.dovecot_policy_extra(port, "e2e-nonce", API_KEY)
         try:
+            # policy_socket_group = dovecot, in the tree's numbers
+            os.chown(policy_socket, -1, tree.gid("dovecot"))
+            cls.tree = tree
+            extra = tx.shipped_24_policy_extra(tree.inside(policy_socket), "e2e-nonce", API_KEY)
             cls.dovecot = tx.start_dovecot24(tree, cls.maildictd.socket, extra=extra)
         except BaseException:
             cls.maildictd.stop()
@@ -126,6 +135,27 @@ class Dovecot24AuthPolicy(unittest.TestCase):
         elsewhere = self.attempt("john@example.org", right, "198.51.100.3")
         self.assertEqual((elsewhere.ok, elsewhere.outcome), (True, "allow"), elsewhere)
 
+    def test_the_auth_process_that_asks_runs_as_dovecot(self):
+        """The policy socket's peer is Dovecot's auth process (not auth-worker, not root): it
+        runs as the tree's dovecot user and group, so mode 0660 and group dovecot let exactly
+        it in. Dovecot keeps the connection open after a request; `ss` names its peer."""
+        sock = self.maildictd.conf["policy_socket"]
+        st = os.stat(sock)
+        self.assertEqual((st.st_mode & 0o777, st.st_gid), (0o660, self.tree.gid("dovecot")))
+        peers = []
+        for _ in range(3):   # Dovecot may close an idle connection: look right after a request
+            ok = self.attempt("john@example.org", h.DEMO_PASSWORDS["john@example.org"],
+                              "203.0.113.9")
+            self.assertTrue(ok.ok, ok.text)
+            peers = _unix_peer_pids(sock)
+            if peers:
+                break
+        self.assertTrue(peers, "no open connection to %s seen" % sock)
+        for pid in peers:
+            self.assertTrue(_cmdline(pid).endswith("/auth"), _cmdline(pid))
+            self.assertIn(pid, _descendants(self.dovecot.proc.pid))
+            self.assertEqual(_ids(pid), (self.tree.uid("dovecot"), self.tree.gid("dovecot")))
+
     def test_a_stale_password_is_throttled_less_than_distinct_ones(self):
         stale = [self.attempt("bob@example.net", "stale-old-password", "192.0.2.20")
                  for _ in range(12)]
@@ -137,6 +167,54 @@ class Dovecot24AuthPolicy(unittest.TestCase):
         self.assertLess(throttled(stale), throttled(distinct), (stale, distinct))
         ok = self.attempt("bob@example.net", h.DEMO_PASSWORDS["bob@example.net"], "192.0.2.20")
         self.assertTrue(ok.ok, ok.text)
+
+
+def _descendants(root):
+    """The pids of all processes below root (from /proc's parent links)."""
+    children = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name) as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(name))
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _unix_peer_pids(path):
+    """The pids of the processes connected to the listening UNIX socket at path (from
+    `ss -xpn`: the accepted side shows the path and the peer's inode)."""
+    out = subprocess.run(["ss", "-xpn"], capture_output=True, text=True, check=True).stdout
+    rows = [l.split() for l in out.splitlines()[1:]]
+    # Netid State Recv-Q Send-Q Local-Address Port Peer-Address Port [Process]
+    peer_inodes = {r[7] for r in rows if len(r) >= 8 and r[1] == "ESTAB" and r[4] == path}
+    pids = set()
+    for r in rows:
+        if len(r) >= 9 and r[5] in peer_inodes:
+            pids.update(int(x) for x in re.findall(r"pid=(\d+)", r[8]))
+    return sorted(pids)
+
+
+def _cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _ids(pid):
+    """-> (real uid, real gid) of a process."""
+    with open("/proc/%d/status" % pid) as f:
+        fields = dict(l.split(":", 1) for l in f if ":" in l)
+    return int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0])
 
 
 if __name__ == "__main__":

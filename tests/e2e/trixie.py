@@ -190,6 +190,23 @@ def shipped_23_lua_snippet(lua_file, dict_socket):
     return snippet.replace(SHIPPED_LUA_PATH, lua_file).replace(SHIPPED_SOCKET, dict_socket)
 
 
+SHIPPED_24_POLICY_CONF = os.path.join(h.PACKAGING_DOVECOT, "30-maildict-policy-2.4.conf")
+SHIPPED_POLICY_SOCKET = "/run/maildict/policy.sock"
+
+
+def shipped_24_policy_extra(policy_socket, nonce, api_key):
+    """packaging/dovecot/30-maildict-policy-2.4.conf (the auth policy over maildictd's UNIX
+    socket) with the test's socket path (inside the tree), nonce and key, plus the settings of
+    harness.dovecot_policy_extra that leave maildict's tarpit the only thing slowing a login."""
+    with open(SHIPPED_24_POLICY_CONF) as f:
+        snippet = f.read()
+    for old, new in ((SHIPPED_POLICY_SOCKET, policy_socket), ("CHANGE-ME-TOO", api_key),
+                     ("CHANGE-ME", nonce)):
+        assert old in snippet, "%s lost %r" % (SHIPPED_24_POLICY_CONF, old)
+        snippet = snippet.replace(old, new)
+    return "\n".join([snippet] + h.DOVECOT_POLICY_QUIET)
+
+
 class Dovecot24:
     """A private Dovecot 2.4.1 in the trixie tree. dict_socket: maildictd's socket, a host path
     inside the tree. All files live in one private directory <tree>/tmp/md<tag>-<random>/.
