@@ -17,8 +17,9 @@ if [ "$what" = test ]; then
   # installed exim4/postfix: fine on a CI machine). openssl makes the test's certificate.
   # postgresql: the tests start their own server with initdb/pg_ctl in a temporary directory;
   # dovecot-pgsql lets the benchmark compare with Dovecot's dict server on the same database.
+  # iproute2's ss names the peer process of a UNIX socket connection (test_dovecot24_policy).
   pkgs="$pkgs python3 clang libclang-rt-14-dev dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite
-        dovecot-pgsql dovecot-auth-lua lua-socket opensmtpd openssl postgresql"
+        dovecot-pgsql dovecot-auth-lua lua-socket opensmtpd openssl postgresql iproute2"
 fi
 here=$(cd "$(dirname "$0")" && pwd)
 backports() {
