@@ -44,6 +44,7 @@ PR_SET_PDEATHSIG, so nothing outlives a failed or killed test.
 """
 
 import atexit
+import contextlib
 import ctypes
 import http.client
 import json
@@ -57,6 +58,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -1860,6 +1862,9 @@ class DaemonsTestCase(unittest.TestCase):
     and prints the tail of every daemon's log when a test or the set-up fails."""
 
     DAEMONS = ()
+    # Class attributes that are not daemons (a PostgreSQL cluster, a ForeignClient): released
+    # after the daemons, before the test directory goes, each by its stop() or close().
+    RESOURCES = ()
 
     @classmethod
     def _dump_logs(cls):
@@ -1877,7 +1882,22 @@ class DaemonsTestCase(unittest.TestCase):
                     # smtpd's exit status is not the test's business; the others must exit 0
                     obj.stop(check=False) if isinstance(obj, Smtpd) else obj.stop()
         finally:
-            cls.tmp.cleanup()
+            try:
+                cls._release(list(cls.RESOURCES))
+            finally:
+                cls.tmp.cleanup()
+
+    @classmethod
+    def _release(cls, names):
+        """Releases the named resources in order; one that fails does not keep the rest."""
+        if not names:
+            return
+        try:
+            obj = getattr(cls, names[0], None)
+            if obj is not None:
+                obj.stop() if hasattr(obj, "stop") else obj.close()
+        finally:
+            cls._release(names[1:])
 
     def run(self, result=None):
         before = len(result.failures) + len(result.errors) if result is not None else 0
@@ -2062,3 +2082,87 @@ class MailFlow:
                 c.logout()
             except Exception:
                 pass
+
+    # ---- the delivery tests' shared checks (self.vmail holds the homes, <domain>/<local>) ----
+
+    @staticmethod
+    def make_vmail(tmp):
+        """<tmp>/vmail, the homes' parent, owned by the delivery user (nobody:nogroup)."""
+        vmail = tmp.join("vmail")
+        os.makedirs(vmail)
+        os.chown(vmail, NOBODY_UID, NOGROUP_GID)
+        os.chmod(vmail, 0o755)
+        return vmail
+
+    @staticmethod
+    def move_bob_home(db, bob_home):
+        """bob (the catch-all of example.net) has a custom uid and home in the demo data (2000,
+        /var/vmail/custom/bob): keep the custom home and mail location, but at bob_home (as
+        Dovecot sees it) and owned by the test's uid."""
+        with sqlite3.connect(db) as c:
+            n = c.execute("UPDATE users SET uid = NULL, gid = NULL, home = ? "
+                          "WHERE local_part = 'bob' AND domain = 'example.net'",
+                          (bob_home,)).rowcount
+        assert n == 1, "the demo data has no bob@example.net"
+
+    def home(self, address):
+        local, domain = address.split("@")
+        return os.path.join(self.vmail, domain, local)
+
+    def assert_saved_by_dovecot(self, token):
+        """Hook: what a test class also checks in Dovecot's own record of a delivery."""
+
+    def assert_delivered_to(self, user, token, maildir=None):
+        """Exactly one copy in the user's Maildir, owned by the delivery user, seen over IMAP."""
+        maildir = maildir or os.path.join(self.home(user), "Maildir")
+        files = self.wait_delivered(maildir, token)
+        self.assertEqual(len(files), 1, "delivered %d times to %s: %r" % (len(files), user, files))
+        st = os.stat(files[0])
+        self.assertEqual((st.st_uid, st.st_gid), (NOBODY_UID, NOGROUP_GID))
+        self.assert_saved_by_dovecot(token)
+        self.assertEqual(self.imap_count(user, DEMO_PASSWORDS[user], token), 1,
+                         "IMAP login %s does not see message %s" % (user, token))
+
+    def assert_alive(self):
+        self.assertTrue(self.smtpd.alive(), "smtpd exited:\n%s" % tail(self.smtpd.log_path, 40))
+
+    @contextlib.contextmanager
+    def maildictd_stopped(self):
+        """maildictd stopped for the block, then started again on the same configuration (and
+        socket path)."""
+        md = type(self).maildictd
+        md.stop()
+        type(self).maildictd = None
+        try:
+            yield
+        finally:
+            again = Maildictd(self.tmp.path, md.conf, name="maildictd")
+            type(self).maildictd = again.start()
+
+    def assert_queued_message_waits_for_maildictd(self, rcpt, while_down=None):
+        """RCPT passed, then maildictd goes away before delivery: smtpd's userinfo lookup at
+        delivery fails temporarily, the message stays queued (while_down(token) checks more),
+        and is delivered once maildictd is back."""
+        rc, out = self.smtpd.smtpctl("pause", "mda")
+        self.assertEqual(rc, 0, out)
+        resumed = False
+        try:
+            t = self.send([rcpt])
+            wait_until(lambda: self.smtpd.queued_files(), DELIVERY_TIMEOUT,
+                       "the message in smtpd's queue")
+            with self.maildictd_stopped():
+                rc, out = self.smtpd.smtpctl("resume", "mda")
+                self.assertEqual(rc, 0, out)
+                resumed = True
+                wait_until(lambda: "result=TempFail" in self.smtpd.log_text(),
+                           DELIVERY_TIMEOUT, "smtpd's temporary delivery failure")
+                self.assert_alive()
+                self.assertTrue(self.smtpd.queued_files(), "the message left the queue")
+                if while_down is not None:
+                    while_down(t)
+            rc, out = self.smtpd.smtpctl("schedule", "all")
+            self.assertEqual(rc, 0, out)
+            self.assert_delivered_to(rcpt, t)
+        finally:
+            if not resumed:
+                self.smtpd.smtpctl("resume", "mda")
