@@ -184,13 +184,7 @@ class PostgresReadSession final : public SqlSession {
   bool run_retrying(std::string_view sql, std::span<const SqlValue> params, SqlRows* rows,
                     std::vector<std::string>* names, SqlError& err) {
     if (!usable(err)) return false;
-    for (const auto& p : params) {
-      // libpq passes parameters as C strings: a NUL would cut the value short.
-      if (p && p->find('\0') != std::string::npos) {
-        err = {SqlError::Kind::invalid_input, "value holds a NUL byte"};
-        return false;
-      }
-    }
+    if (!parameters_fit_libpq(params, err)) return false;
     // After a server restart every pooled connection is dead but does not know it yet; a
     // lookup outside a transaction is safe to repeat once on a fresh connection.
     const bool may_retry = !in_tx_;

@@ -26,4 +26,14 @@ SqlError classify_sql_error(const char* sqlstate, const std::string& message) {
   return {SqlError::Kind::transient, "database error: " + message};
 }
 
+bool parameters_fit_libpq(std::span<const SqlValue> params, SqlError& err) {
+  for (const auto& p : params) {
+    if (p && p->find('\0') != std::string::npos) {
+      err = {SqlError::Kind::invalid_input, "value holds a NUL byte"};
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace maildict::storage

@@ -82,14 +82,7 @@ class PostgresSession final : public SqlSession {
   bool run_retrying(std::string_view sql, std::span<const SqlValue> params, SqlRows* rows,
                     std::vector<std::string>* names, SqlError& err) {
     if (!usable(err)) return false;
-    for (const auto& p : params) {
-      // libpq passes parameters as C strings: a NUL would silently cut the value short and
-      // could match another row.
-      if (p && p->find('\0') != std::string::npos) {
-        err = {SqlError::Kind::invalid_input, "value holds a NUL byte"};
-        return false;
-      }
-    }
+    if (!parameters_fit_libpq(params, err)) return false;
     // After a server restart every pooled connection is dead but does not know it yet. A
     // lookup outside a transaction is safe to repeat, so it gets one fresh connection instead
     // of a temporary failure; changes are never repeated (they might have been applied).
