@@ -58,6 +58,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import sqlite3
 import subprocess
 import sys
@@ -2130,6 +2131,38 @@ class MailFlow:
 
     def assert_alive(self):
         self.assertTrue(self.smtpd.alive(), "smtpd exited:\n%s" % tail(self.smtpd.log_path, 40))
+
+    def submission_connect(self, tls=True):
+        """A connection to smtpd's submission port (self.submission) after EHLO, and unless
+        tls=False STARTTLS and EHLO again. AUTH is never offered before STARTTLS."""
+        s = smtplib.SMTP("127.0.0.1", self.submission, timeout=SMTP_TIMEOUT)
+        self.addCleanup(self._quit, s)
+        code, msg = s.ehlo("client.test")
+        self.assertEqual(code, 250, msg)
+        self.assertFalse(s.has_extn("auth"), "AUTH offered in clear text: %r" % s.esmtp_features)
+        if tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE      # the test's self-signed certificate
+            code, msg = s.starttls(context=ctx)
+            self.assertEqual(code, 220, msg)
+            code, msg = s.ehlo("client.test")
+            self.assertEqual(code, 250, msg)
+        return s
+
+    def submission_login(self, user, password):
+        """STARTTLS then one AUTH PLAIN exchange (smtplib's login() would retry with LOGIN after
+        a failure) -> (code, message, connection); a 421 reply closes the connection."""
+        s = self.submission_connect()
+        self.assertTrue(s.has_extn("auth"), "no AUTH after STARTTLS: %r" % s.esmtp_features)
+        s.user, s.password = user, password
+        try:
+            code, msg = s.auth("PLAIN", s.auth_plain)
+        except smtplib.SMTPAuthenticationError as e:
+            code, msg = e.smtp_code, e.smtp_error
+        except smtplib.SMTPServerDisconnected as e:
+            code, msg = 421, str(e)
+        return code, msg, s
 
     @contextlib.contextmanager
     def maildictd_stopped(self):

@@ -24,8 +24,6 @@ enforced. Nothing bounces.
 Without the tree the test skips, or fails in CI or when MAILDICT_REQUIRE_PEERS=1.
 """
 import os
-import smtplib
-import ssl
 import sys
 import unittest
 
@@ -110,28 +108,6 @@ class Smtpd76(SharedDeliveryRoutes, h.MailFlow, h.DaemonsTestCase):
         needle = "msgid=<%s@e2e.maildict.test>: saved mail to" % token
         h.wait_until(lambda: needle in self.dovecot.log_text(), h.DELIVERY_TIMEOUT,
                      "%r in Dovecot 2.4's log" % needle)
-
-    def submission_login(self, user, password):
-        """STARTTLS then one AUTH PLAIN exchange -> (code, message, connection)."""
-        s = smtplib.SMTP("127.0.0.1", self.submission, timeout=h.SMTP_TIMEOUT)
-        self.addCleanup(self._quit, s)
-        s.ehlo("client.test")
-        self.assertFalse(s.has_extn("auth"), "AUTH offered in clear text: %r" % s.esmtp_features)
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE      # the test's self-signed certificate
-        code, msg = s.starttls(context=ctx)
-        self.assertEqual(code, 220, msg)
-        s.ehlo("client.test")
-        self.assertTrue(s.has_extn("auth"), "no AUTH after STARTTLS: %r" % s.esmtp_features)
-        s.user, s.password = user, password
-        try:
-            code, msg = s.auth("PLAIN", s.auth_plain)
-        except smtplib.SMTPAuthenticationError as e:
-            code, msg = e.smtp_code, e.smtp_error
-        except smtplib.SMTPServerDisconnected as e:
-            code, msg = 421, str(e)      # a 421 reply closes the connection
-        return code, msg, s
 
     # ---- tests ----
 
