@@ -2100,6 +2100,17 @@ class MailFlow:
         os.chmod(vmail, 0o755)
         return vmail
 
+    @classmethod
+    def set_up_demo_homes(cls, inside=lambda path: path):
+        """The demo directory in cls.tmp with its homes under cls.vmail (make_vmail), bob's
+        custom one at cls.bob_home (move_bob_home); inside(path) is a path as Dovecot sees it.
+        Returns the database's path."""
+        cls.vmail = cls.make_vmail(cls.tmp)
+        db = make_demo_db(cls.tmp.path)
+        cls.bob_home = os.path.join(cls.vmail, "custom", "bob")
+        cls.move_bob_home(db, inside(cls.bob_home))
+        return db
+
     @staticmethod
     def move_bob_home(db, bob_home):
         """bob (the catch-all of example.net) has a custom uid and home in the demo data (2000,

@@ -51,10 +51,7 @@ class Smtpd76(SharedDeliveryRoutes, h.MailFlow, h.DaemonsTestCase):
         cls.smtpd = None
         cls.foreign = None
         try:
-            cls.vmail = cls.make_vmail(cls.tmp)
-            db = h.make_demo_db(cls.tmp.path)
-            cls.bob_home = os.path.join(cls.vmail, "custom", "bob")
-            cls.move_bob_home(db, tree.inside(cls.bob_home))
+            db = cls.set_up_demo_homes(inside=tree.inside)
             cls.table_uid, table_gid = tree.uid("opensmtpd"), tree.gid("opensmtpd")
             # maildictd takes a group name, resolved on the host: the host's name for the
             # tree's gid. A host without such a group gets a world-connectable socket (in a

@@ -40,10 +40,7 @@ class SmtpdDelivery(SharedDeliveryRoutes, h.MailFlow, h.DaemonsTestCase):
         cls.smtpd = None
         cls.foreign = None
         try:
-            cls.vmail = cls.make_vmail(cls.tmp)
-            db = h.make_demo_db(cls.tmp.path)
-            cls.bob_home = os.path.join(cls.vmail, "custom", "bob")
-            cls.move_bob_home(db, cls.bob_home)
+            db = cls.set_up_demo_homes()
             # The socket permissions the README recommends next to smtpd: smtpd runs its tables
             # as opensmtpd with no supplementary groups, so the socket's group must be
             # opensmtpd's own; Dovecot 2.3's auth worker (root) reaches it anyway.
