@@ -17,34 +17,13 @@
 #include <unordered_map>
 #include <vector>
 
+#include "storage/postgres_conninfo.hpp"
+#include "storage/postgres_errors.hpp"
+#include "storage/text_hash.hpp"
+
 namespace maildict::storage {
 
 namespace {
-
-struct TextHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-};
-
-// The first line of a server message: the DETAIL lines may quote values.
-std::string first_line(const char* what) {
-  std::string_view s(what ? what : "");
-  auto nl = s.find('\n');
-  if (nl != std::string_view::npos) s = s.substr(0, nl);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\r')) s.remove_suffix(1);
-  return std::string(s);
-}
-
-// Same sorting as the libpqxx session (postgres_session.cpp), by SQLSTATE.
-SqlError classify(const char* sqlstate, const std::string& msg) {
-  const std::string state = sqlstate ? sqlstate : "";
-  const std::string cls = state.substr(0, 2);
-  if (state == "57014") return {SqlError::Kind::transient, "deadline passed during the query (statement_timeout)"};
-  if (cls == "23") return {SqlError::Kind::constraint, msg};
-  if (cls == "22") return {SqlError::Kind::invalid_input, "value not accepted by the database (" + state + ")"};
-  if (cls == "42" || cls == "0A" || state == "25006") return {SqlError::Kind::permanent, msg};
-  return {SqlError::Kind::transient, "database error: " + msg};
-}
 
 struct ResultFree {
   void operator()(PGresult* r) const { PQclear(r); }
@@ -142,7 +121,7 @@ class PostgresReadSession final : public SqlSession {
   void connect() {
     drop();
     const auto conninfo = with_connect_timeout(options_.conninfo, options_.application_name);
-    const Deadline give_up = std::min(options_.connect_deadline, Clock::now() + connect_timeout(conninfo));
+    const Deadline give_up = std::min(options_.connect_deadline, Clock::now() + connect_timeout_of(conninfo));
     conn_ = PQconnectStart(conninfo.c_str());
     if (conn_ == nullptr) throw std::runtime_error("postgresql: out of memory");
     PostgresPollingStatusType state = PGRES_POLLING_WRITING;
@@ -172,29 +151,13 @@ class PostgresReadSession final : public SqlSession {
     SqlError err;
     std::string timeout = std::to_string(options_.statement_timeout.count());
     SqlValue params[] = {options_.application_name, timeout};
-    bool ok = execute("SELECT set_config('application_name', $1, false), set_config('statement_timeout', $2, false)",
-                      nullptr, params, nullptr, nullptr, err);
+    bool ok = execute(kSessionSettingsSql, nullptr, params, nullptr, nullptr, err);
     deadline_ = saved;
     if (!ok) {
       drop();
       throw std::runtime_error("postgresql: " + err.message);
     }
     if (options_.retire_after.count() > 0) retire_at_ = Clock::now() + options_.retire_after;
-  }
-
-  // connect_timeout of the conninfo (with_connect_timeout always sets one), at least 2 s as
-  // libpq does.
-  static Clock::duration connect_timeout(const std::string& conninfo) {
-    int seconds = 2;
-    char* errmsg = nullptr;
-    if (PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &errmsg)) {
-      for (PQconninfoOption* o = opts; o->keyword; ++o)
-        if (std::string_view(o->keyword) == "connect_timeout" && o->val && *o->val) seconds = std::atoi(o->val);
-      PQconninfoFree(opts);
-    }
-    if (errmsg) PQfreemem(errmsg);
-    if (seconds <= 0) return std::chrono::hours(24 * 365);  // 0: wait for ever, as libpq would
-    return std::chrono::seconds(std::max(seconds, 2));
   }
 
   void drop() {
@@ -221,13 +184,7 @@ class PostgresReadSession final : public SqlSession {
   bool run_retrying(std::string_view sql, std::span<const SqlValue> params, SqlRows* rows,
                     std::vector<std::string>* names, SqlError& err) {
     if (!usable(err)) return false;
-    for (const auto& p : params) {
-      // libpq passes parameters as C strings: a NUL would cut the value short.
-      if (p && p->find('\0') != std::string::npos) {
-        err = {SqlError::Kind::invalid_input, "value holds a NUL byte"};
-        return false;
-      }
-    }
+    if (!parameters_fit_libpq(params, err)) return false;
     // After a server restart every pooled connection is dead but does not know it yet; a
     // lookup outside a transaction is safe to repeat once on a fresh connection.
     const bool may_retry = !in_tx_;
@@ -324,7 +281,7 @@ class PostgresReadSession final : public SqlSession {
   }
 
   void statement_failed(PGresult* r, SqlError& err) {
-    err = classify(PQresultErrorField(r, PG_DIAG_SQLSTATE), first_line(PQresultErrorMessage(r)));
+    err = classify_sql_error(PQresultErrorField(r, PG_DIAG_SQLSTATE), first_line(PQresultErrorMessage(r)));
     if (PQstatus(conn_) != CONNECTION_OK) drop();
   }
 

@@ -1,13 +1,15 @@
 #include "storage/postgres_session.hpp"
 
-#include <libpq-fe.h>
-
 #include <functional>
 #include <optional>
 #include <pqxx/pqxx>
 #include <stdexcept>
 #include <string_view>
 #include <unordered_map>
+
+#include "storage/postgres_conninfo.hpp"
+#include "storage/postgres_errors.hpp"
+#include "storage/text_hash.hpp"
 
 // libpqxx 6 passes parameters through string_traits; teach it that an empty optional is NULL.
 namespace pqxx {
@@ -26,86 +28,7 @@ namespace maildict::storage {
 
 namespace {
 
-struct TextHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-};
-
-// The first line of a server message: PostgreSQL puts the offending values (a duplicate key,
-// a bad input) in the DETAIL lines, which must stay out of logs.
-std::string first_line(const char* what) {
-  std::string_view s(what);
-  auto nl = s.find('\n');
-  if (nl != std::string_view::npos) s = s.substr(0, nl);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\r')) s.remove_suffix(1);
-  return std::string(s);
-}
-
-SqlError classify(const pqxx::sql_error& e) {
-  const std::string& state = e.sqlstate();
-  const std::string cls = state.substr(0, 2);
-  std::string msg = first_line(e.what());
-  if (state == "57014") return {SqlError::Kind::transient, "deadline passed during the query (statement_timeout)"};
-  if (cls == "23") return {SqlError::Kind::constraint, msg};
-  // Data exceptions: a value the column cannot hold (invalid UTF-8, too long, not a number).
-  if (cls == "22") return {SqlError::Kind::invalid_input, "value not accepted by the database (" + state + ")"};
-  // Syntax, undefined table or column, insufficient privilege, feature not supported,
-  // read-only transaction (a write sent to a replica).
-  if (cls == "42" || cls == "0A" || state == "25006") return {SqlError::Kind::permanent, msg};
-  // Connection trouble, shutdown, out of resources, serialization and lock failures: later.
-  return {SqlError::Kind::transient, "database error: " + msg};
-}
-
-// libpq waits for a connection as long as the network lets it unless told otherwise; a pool
-// thread (or the daemon's shutdown) must not hang on a server that does not answer.
-constexpr char kDefaultConnectTimeout[] = "2";
-
-bool conninfo_sets(const std::string& conninfo, std::string_view keyword) {
-  char* errmsg = nullptr;
-  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &errmsg);
-  if (!opts) {
-    if (errmsg) PQfreemem(errmsg);
-    return false;
-  }
-  bool set = false;
-  for (PQconninfoOption* o = opts; o->keyword; ++o)
-    if (keyword == o->keyword && o->val && *o->val) set = true;
-  PQconninfoFree(opts);
-  return set;
-}
-
-}  // namespace
-
-namespace {
-
-// Adds keyword=value (a plain word) unless the conninfo sets the keyword itself.
-std::string with_default(std::string conninfo, std::string_view keyword, std::string_view value) {
-  if (conninfo_sets(conninfo, keyword)) return conninfo;
-  if (conninfo.starts_with("postgresql://") || conninfo.starts_with("postgres://"))
-    return conninfo + (conninfo.find('?') == std::string::npos ? "?" : "&") + std::string(keyword) + "=" +
-           std::string(value);
-  return conninfo + " " + std::string(keyword) + "=" + std::string(value);
-}
-
-}  // namespace
-
-std::string with_connect_timeout(const std::string& conninfo, std::string_view application_name) {
-  std::string out = with_default(conninfo, "connect_timeout", kDefaultConnectTimeout);
-  // A dead network path (a host that vanished without a reset) is noticed by TCP itself: an
-  // idle connection is probed after 10 s, and data unacknowledged for 10 s ends the
-  // connection. UNIX sockets ignore these.
-  out = with_default(out, "keepalives", "1");
-  out = with_default(out, "keepalives_idle", "10");
-  out = with_default(out, "keepalives_interval", "5");
-  out = with_default(out, "keepalives_count", "2");
-  out = with_default(out, "tcp_user_timeout", "10000");
-  // Named from the first moment, so pg_stat_activity never shows an anonymous maildict
-  // connection.
-  if (!application_name.empty()) out = with_default(out, "application_name", application_name);
-  return out;
-}
-
-namespace {
+SqlError classify(const pqxx::sql_error& e) { return classify_sql_error(e.sqlstate().c_str(), first_line(e.what())); }
 
 class PostgresSession final : public SqlSession {
  public:
@@ -129,8 +52,7 @@ class PostgresSession final : public SqlSession {
       conn_->inhibit_reactivation(true);
 #pragma GCC diagnostic pop
       pqxx::nontransaction n(*conn_);
-      n.exec_params("SELECT set_config('application_name', $1, false), set_config('statement_timeout', $2, false)",
-                    options.application_name, std::to_string(options.statement_timeout.count()));
+      n.exec_params(kSessionSettingsSql, options.application_name, std::to_string(options.statement_timeout.count()));
     } catch (const pqxx::broken_connection& e) {
       throw std::runtime_error("postgresql: " + first_line(e.what()));
     } catch (const pqxx::sql_error& e) {
@@ -160,14 +82,7 @@ class PostgresSession final : public SqlSession {
   bool run_retrying(std::string_view sql, std::span<const SqlValue> params, SqlRows* rows,
                     std::vector<std::string>* names, SqlError& err) {
     if (!usable(err)) return false;
-    for (const auto& p : params) {
-      // libpq passes parameters as C strings: a NUL would silently cut the value short and
-      // could match another row.
-      if (p && p->find('\0') != std::string::npos) {
-        err = {SqlError::Kind::invalid_input, "value holds a NUL byte"};
-        return false;
-      }
-    }
+    if (!parameters_fit_libpq(params, err)) return false;
     // After a server restart every pooled connection is dead but does not know it yet. A
     // lookup outside a transaction is safe to repeat, so it gets one fresh connection instead
     // of a temporary failure; changes are never repeated (they might have been applied).
@@ -325,27 +240,6 @@ class PostgresSession final : public SqlSession {
 
 std::unique_ptr<SqlSession> open_postgres_session(const PostgresSessionOptions& options, SessionRole role) {
   return std::make_unique<PostgresSession>(options, role);
-}
-
-std::string describe_conninfo(const std::string& conninfo) {
-  char* errmsg = nullptr;
-  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &errmsg);
-  if (!opts) {
-    if (errmsg) PQfreemem(errmsg);
-    return "(unparsable conninfo)";
-  }
-  std::string out;
-  for (PQconninfoOption* o = opts; o->keyword; ++o) {
-    if (!o->val || !*o->val) continue;
-    std::string_view k(o->keyword);
-    if (k == "host" || k == "hostaddr" || k == "port" || k == "dbname" || k == "user" || k == "application_name" ||
-        k == "sslmode" || k == "target_session_attrs") {
-      if (!out.empty()) out += ' ';
-      out += std::string(k) + "=" + o->val;
-    }
-  }
-  PQconninfoFree(opts);
-  return out.empty() ? "(defaults)" : out;
 }
 
 }  // namespace maildict::storage

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "storage/postgres_conninfo.hpp"  // with_connect_timeout, describe_conninfo
 #include "storage/sql_session.hpp"
 
 namespace maildict::storage {
@@ -25,13 +26,5 @@ struct PostgresSessionOptions {
 
 // Connects at once. Throws std::runtime_error (message free of passwords) when it cannot.
 std::unique_ptr<SqlSession> open_postgres_session(const PostgresSessionOptions& options, SessionRole role);
-
-// The conninfo with connect_timeout=2 added unless it sets one (libpq would wait as long as the
-// network does), TCP keepalives and tcp_user_timeout=10000 (a dead network path is noticed in
-// about 10 s) unless it sets them, and application_name unless it sets one.
-std::string with_connect_timeout(const std::string& conninfo, std::string_view application_name = {});
-
-// The conninfo without secrets, for logs: "host=/run/postgresql dbname=maildict user=maildict".
-std::string describe_conninfo(const std::string& conninfo);
 
 }  // namespace maildict::storage

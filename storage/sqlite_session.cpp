@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "storage/sqlite_support.hpp"
+#include "storage/text_hash.hpp"
 
 namespace maildict::storage {
 
@@ -54,11 +55,6 @@ std::string numbered_placeholders(std::string_view sql) {
   }
   return out;
 }
-
-struct TextHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-};
 
 class SqliteSession final : public SqlSession {
  public:

@@ -44,6 +44,7 @@ PR_SET_PDEATHSIG, so nothing outlives a failed or killed test.
 """
 
 import atexit
+import contextlib
 import ctypes
 import http.client
 import json
@@ -57,6 +58,8 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -1180,6 +1183,19 @@ class Dovecot:
         return False
 
 
+# Dovecot settings for tests whose logins fail on purpose: no auth_failure_delay, and no
+# per-IP penalty delays (2, 4, 8, 15 s): without access to anvil's penalty socket the auth
+# process turns them off.
+NO_AUTH_DELAYS = [
+    "auth_failure_delay = 0",
+    "service anvil {",
+    "  unix_listener anvil-auth-penalty {",
+    "    mode = 0",
+    "  }",
+    "}",
+]
+
+
 def dovecot_policy_extra(port, nonce, api_key):
     """Dovecot settings that make it use maildictd's auth policy server on 127.0.0.1:port: the
     shipped snippet (packaging/dovecot/30-maildict-policy.conf) with the test's port, nonce and
@@ -1193,18 +1209,7 @@ def dovecot_policy_extra(port, nonce, api_key):
                      ("CHANGE-ME", nonce)):
         assert old in snippet, "packaging/dovecot/30-maildict-policy.conf lost %r" % old
         snippet = snippet.replace(old, new)
-    return "\n".join([snippet] + DOVECOT_POLICY_QUIET)
-
-
-# No delay after a failed login and no per-IP penalty of Dovecot's own (2.3 and 2.4 syntax alike)
-DOVECOT_POLICY_QUIET = [
-    "auth_failure_delay = 0",
-    "service anvil {",
-    "  unix_listener anvil-auth-penalty {",
-    "    mode = 0",
-    "  }",
-    "}",
-]
+    return "\n".join([snippet] + NO_AUTH_DELAYS)
 
 
 def policy_metrics(port):
@@ -1863,6 +1868,9 @@ class DaemonsTestCase(unittest.TestCase):
     and prints the tail of every daemon's log when a test or the set-up fails."""
 
     DAEMONS = ()
+    # Class attributes that are not daemons (a PostgreSQL cluster, a ForeignClient): released
+    # after the daemons, before the test directory goes, each by its stop() or close().
+    RESOURCES = ()
 
     @classmethod
     def _dump_logs(cls):
@@ -1880,7 +1888,22 @@ class DaemonsTestCase(unittest.TestCase):
                     # smtpd's exit status is not the test's business; the others must exit 0
                     obj.stop(check=False) if isinstance(obj, Smtpd) else obj.stop()
         finally:
-            cls.tmp.cleanup()
+            try:
+                cls._release(list(cls.RESOURCES))
+            finally:
+                cls.tmp.cleanup()
+
+    @classmethod
+    def _release(cls, names):
+        """Releases the named resources in order; one that fails does not keep the rest."""
+        if not names:
+            return
+        try:
+            obj = getattr(cls, names[0], None)
+            if obj is not None:
+                obj.stop() if hasattr(obj, "stop") else obj.close()
+        finally:
+            cls._release(names[1:])
 
     def run(self, result=None):
         before = len(result.failures) + len(result.errors) if result is not None else 0
@@ -2065,3 +2088,130 @@ class MailFlow:
                 c.logout()
             except Exception:
                 pass
+
+    # ---- the delivery tests' shared checks (self.vmail holds the homes, <domain>/<local>) ----
+
+    @staticmethod
+    def make_vmail(tmp):
+        """<tmp>/vmail, the homes' parent, owned by the delivery user (nobody:nogroup)."""
+        vmail = tmp.join("vmail")
+        os.makedirs(vmail)
+        os.chown(vmail, NOBODY_UID, NOGROUP_GID)
+        os.chmod(vmail, 0o755)
+        return vmail
+
+    @classmethod
+    def set_up_demo_homes(cls, inside=lambda path: path):
+        """The demo directory in cls.tmp with its homes under cls.vmail (make_vmail), bob's
+        custom one at cls.bob_home (move_bob_home); inside(path) is a path as Dovecot sees it.
+        Returns the database's path."""
+        cls.vmail = cls.make_vmail(cls.tmp)
+        db = make_demo_db(cls.tmp.path)
+        cls.bob_home = os.path.join(cls.vmail, "custom", "bob")
+        cls.move_bob_home(db, inside(cls.bob_home))
+        return db
+
+    @staticmethod
+    def move_bob_home(db, bob_home):
+        """bob (the catch-all of example.net) has a custom uid and home in the demo data (2000,
+        /var/vmail/custom/bob): keep the custom home and mail location, but at bob_home (as
+        Dovecot sees it) and owned by the test's uid."""
+        with sqlite3.connect(db) as c:
+            n = c.execute("UPDATE users SET uid = NULL, gid = NULL, home = ? "
+                          "WHERE local_part = 'bob' AND domain = 'example.net'",
+                          (bob_home,)).rowcount
+        assert n == 1, "the demo data has no bob@example.net"
+
+    def home(self, address):
+        local, domain = address.split("@")
+        return os.path.join(self.vmail, domain, local)
+
+    def assert_saved_by_dovecot(self, token):
+        """Hook: what a test class also checks in Dovecot's own record of a delivery."""
+
+    def assert_delivered_to(self, user, token, maildir=None):
+        """Exactly one copy in the user's Maildir, owned by the delivery user, seen over IMAP."""
+        maildir = maildir or os.path.join(self.home(user), "Maildir")
+        files = self.wait_delivered(maildir, token)
+        self.assertEqual(len(files), 1, "delivered %d times to %s: %r" % (len(files), user, files))
+        st = os.stat(files[0])
+        self.assertEqual((st.st_uid, st.st_gid), (NOBODY_UID, NOGROUP_GID))
+        self.assert_saved_by_dovecot(token)
+        self.assertEqual(self.imap_count(user, DEMO_PASSWORDS[user], token), 1,
+                         "IMAP login %s does not see message %s" % (user, token))
+
+    def assert_alive(self):
+        self.assertTrue(self.smtpd.alive(), "smtpd exited:\n%s" % tail(self.smtpd.log_path, 40))
+
+    def submission_connect(self, tls=True):
+        """A connection to smtpd's submission port (self.submission) after EHLO, and unless
+        tls=False STARTTLS and EHLO again. AUTH is never offered before STARTTLS."""
+        s = smtplib.SMTP("127.0.0.1", self.submission, timeout=SMTP_TIMEOUT)
+        self.addCleanup(self._quit, s)
+        code, msg = s.ehlo("client.test")
+        self.assertEqual(code, 250, msg)
+        self.assertFalse(s.has_extn("auth"), "AUTH offered in clear text: %r" % s.esmtp_features)
+        if tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE      # the test's self-signed certificate
+            code, msg = s.starttls(context=ctx)
+            self.assertEqual(code, 220, msg)
+            code, msg = s.ehlo("client.test")
+            self.assertEqual(code, 250, msg)
+        return s
+
+    def submission_login(self, user, password):
+        """STARTTLS then one AUTH PLAIN exchange (smtplib's login() would retry with LOGIN after
+        a failure) -> (code, message, connection); a 421 reply closes the connection."""
+        s = self.submission_connect()
+        self.assertTrue(s.has_extn("auth"), "no AUTH after STARTTLS: %r" % s.esmtp_features)
+        s.user, s.password = user, password
+        try:
+            code, msg = s.auth("PLAIN", s.auth_plain)
+        except smtplib.SMTPAuthenticationError as e:
+            code, msg = e.smtp_code, e.smtp_error
+        except smtplib.SMTPServerDisconnected as e:
+            code, msg = 421, str(e)
+        return code, msg, s
+
+    @contextlib.contextmanager
+    def maildictd_stopped(self):
+        """maildictd stopped for the block, then started again on the same configuration (and
+        socket path)."""
+        md = type(self).maildictd
+        md.stop()
+        type(self).maildictd = None
+        try:
+            yield
+        finally:
+            again = Maildictd(self.tmp.path, md.conf, name="maildictd")
+            type(self).maildictd = again.start()
+
+    def assert_queued_message_waits_for_maildictd(self, rcpt, while_down=None):
+        """RCPT passed, then maildictd goes away before delivery: smtpd's userinfo lookup at
+        delivery fails temporarily, the message stays queued (while_down(token) checks more),
+        and is delivered once maildictd is back."""
+        rc, out = self.smtpd.smtpctl("pause", "mda")
+        self.assertEqual(rc, 0, out)
+        resumed = False
+        try:
+            t = self.send([rcpt])
+            wait_until(lambda: self.smtpd.queued_files(), DELIVERY_TIMEOUT,
+                       "the message in smtpd's queue")
+            with self.maildictd_stopped():
+                rc, out = self.smtpd.smtpctl("resume", "mda")
+                self.assertEqual(rc, 0, out)
+                resumed = True
+                wait_until(lambda: "result=TempFail" in self.smtpd.log_text(),
+                           DELIVERY_TIMEOUT, "smtpd's temporary delivery failure")
+                self.assert_alive()
+                self.assertTrue(self.smtpd.queued_files(), "the message left the queue")
+                if while_down is not None:
+                    while_down(t)
+            rc, out = self.smtpd.smtpctl("schedule", "all")
+            self.assertEqual(rc, 0, out)
+            self.assert_delivered_to(rcpt, t)
+        finally:
+            if not resumed:
+                self.smtpd.smtpctl("resume", "mda")

@@ -369,16 +369,8 @@ class Dovecot23Lua(LuaRouteBase, unittest.TestCase):
         with open(snippet_path, "w") as f:
             f.write(tx.shipped_23_lua_snippet(lua, cls.maildictd.socket))
         d = h.Dovecot(cls.tmp.path, cls.maildictd.socket, imap=True, name="dovecot23",
-                      extra="\n".join([
-                          "auth_failure_delay = 0",
-                          # no per-IP penalty delays (2, 4, 8 ... s) for the IMAP login that
-                          # fails on purpose: the auth process cannot reach anvil's socket
-                          "service anvil {",
-                          "  unix_listener anvil-auth-penalty {",
-                          "    mode = 0",
-                          "  }",
-                          "}",
-                      ]))
+                      # (for the IMAP login that fails on purpose)
+                      extra="\n".join(h.NO_AUTH_DELAYS))
         # the shipped Lua snippet instead of the dict one
         with open(d.conf_path) as f:
             conf = f.read()

@@ -45,6 +45,7 @@ class ExistingSchema(h.MailFlow, h.DaemonsTestCase):
     """Subclasses set KIND (a folder of tests/data/existing), BACKEND, the login whose password
     test_5 changes and the SQL condition that selects its row."""
     DAEMONS = ("smtpd", "dovecot", "maildictd")
+    RESOURCES = ("pg",)
     KIND = None
     SCHEMA = None   # the folder whose schema.sql to load, when not KIND's own
     BACKEND = "sqlite"
@@ -57,9 +58,7 @@ class ExistingSchema(h.MailFlow, h.DaemonsTestCase):
         cls.tmp = h.TempDir()
         cls.maildictd = cls.dovecot = cls.smtpd = cls.pg = None
         try:
-            cls.vmail = cls.tmp.join("vmail")
-            os.makedirs(cls.vmail)
-            os.chown(cls.vmail, h.NOBODY_UID, h.NOGROUP_GID)
+            cls.vmail = cls.make_vmail(cls.tmp)
             cls.db = cls.tmp.join("legacy.db")
             src = os.path.join(DATA, cls.KIND)
             with open(os.path.join(DATA, cls.SCHEMA or cls.KIND, "schema.sql")) as f:
@@ -103,14 +102,6 @@ class ExistingSchema(h.MailFlow, h.DaemonsTestCase):
             cls._dump_logs()
             cls.tearDownClass()
             raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            if cls.pg is not None:
-                cls.pg.stop()
 
     @classmethod
     def tables(cls):

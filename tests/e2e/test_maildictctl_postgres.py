@@ -27,6 +27,7 @@ def dump(pg):
 
 class MaildictctlPostgres(h.DaemonsTestCase):
     DAEMONS = ("dovecot", "maildictd")
+    RESOURCES = ("cluster",)
 
     @classmethod
     def setUpClass(cls):
@@ -46,14 +47,6 @@ class MaildictctlPostgres(h.DaemonsTestCase):
             cls._dump_logs()
             cls.tearDownClass()
             raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            if cls.cluster is not None:
-                cls.cluster.stop()
 
     def ctl(self, *args, stdin=None, expect=0):
         rc, out, err = h.maildictctl(self.conf, *args, stdin=stdin)

@@ -24,23 +24,22 @@ enforced. Nothing bounces.
 Without the tree the test skips, or fails in CI or when MAILDICT_REQUIRE_PEERS=1.
 """
 import os
-import secrets
-import smtplib
-import sqlite3
-import ssl
 import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
+from delivery_routes import SharedDeliveryRoutes  # noqa: E402
 import smtpd76  # noqa: E402
 import trixie as tx  # noqa: E402
 
 TABLES = ("domains", "recipients", "userinfo", "passwords", "sendas")
 
 
-class Smtpd76(h.MailFlow, h.DaemonsTestCase):
+class Smtpd76(SharedDeliveryRoutes, h.MailFlow, h.DaemonsTestCase):
     DAEMONS = ("smtpd", "dovecot", "maildictd")
+    RESOURCES = ("foreign",)
+    # test_3 to test_5 (catch-all, sub-address, alias domain) are SharedDeliveryRoutes'.
 
     @classmethod
     def setUpClass(cls):
@@ -52,17 +51,7 @@ class Smtpd76(h.MailFlow, h.DaemonsTestCase):
         cls.smtpd = None
         cls.foreign = None
         try:
-            cls.vmail = cls.tmp.join("vmail")
-            os.makedirs(cls.vmail)
-            os.chown(cls.vmail, h.NOBODY_UID, h.NOGROUP_GID)
-            os.chmod(cls.vmail, 0o755)
-            db = h.make_demo_db(cls.tmp.path)
-            cls.bob_home = os.path.join(cls.vmail, "custom", "bob")
-            with sqlite3.connect(db) as c:
-                n = c.execute("UPDATE users SET uid = NULL, gid = NULL, home = ? "
-                              "WHERE local_part = 'bob' AND domain = 'example.net'",
-                              (tree.inside(cls.bob_home),)).rowcount
-            assert n == 1, "the demo data has no bob@example.net"
+            db = cls.set_up_demo_homes(inside=tree.inside)
             cls.table_uid, table_gid = tree.uid("opensmtpd"), tree.gid("opensmtpd")
             # maildictd takes a group name, resolved on the host: the host's name for the
             # tree's gid. A host without such a group gets a world-connectable socket (in a
@@ -109,57 +98,13 @@ class Smtpd76(h.MailFlow, h.DaemonsTestCase):
             cls.tearDownClass()
             raise
 
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            if cls.foreign is not None:
-                cls.foreign.close()
+    # ---- helpers (the SMTP, Maildir and delivery ones are h.MailFlow's) ----
 
-    # ---- helpers (the SMTP and Maildir ones are h.MailFlow's) ----
-
-    def home(self, address):
-        local, domain = address.split("@")
-        return os.path.join(self.vmail, domain, local)
-
-    def assert_delivered_to(self, user, token, maildir=None):
-        maildir = maildir or os.path.join(self.home(user), "Maildir")
-        files = self.wait_delivered(maildir, token)
-        self.assertEqual(len(files), 1, "delivered %d times to %s: %r" % (len(files), user, files))
-        st = os.stat(files[0])
-        self.assertEqual((st.st_uid, st.st_gid), (h.NOBODY_UID, h.NOGROUP_GID))
+    def assert_saved_by_dovecot(self, token):
         # Dovecot 2.4's LMTP saved it (no other Dovecot runs; its log says so)
         needle = "msgid=<%s@e2e.maildict.test>: saved mail to" % token
         h.wait_until(lambda: needle in self.dovecot.log_text(), h.DELIVERY_TIMEOUT,
                      "%r in Dovecot 2.4's log" % needle)
-        self.assertEqual(self.imap_count(user, h.DEMO_PASSWORDS[user], token), 1,
-                         "IMAP login %s does not see message %s" % (user, token))
-
-    def submission_login(self, user, password):
-        """STARTTLS then one AUTH PLAIN exchange -> (code, message, connection)."""
-        s = smtplib.SMTP("127.0.0.1", self.submission, timeout=h.SMTP_TIMEOUT)
-        self.addCleanup(self._quit, s)
-        s.ehlo("client.test")
-        self.assertFalse(s.has_extn("auth"), "AUTH offered in clear text: %r" % s.esmtp_features)
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE      # the test's self-signed certificate
-        code, msg = s.starttls(context=ctx)
-        self.assertEqual(code, 220, msg)
-        s.ehlo("client.test")
-        self.assertTrue(s.has_extn("auth"), "no AUTH after STARTTLS: %r" % s.esmtp_features)
-        s.user, s.password = user, password
-        try:
-            code, msg = s.auth("PLAIN", s.auth_plain)
-        except smtplib.SMTPAuthenticationError as e:
-            code, msg = e.smtp_code, e.smtp_error
-        except smtplib.SMTPServerDisconnected as e:
-            code, msg = 421, str(e)      # a 421 reply closes the connection
-        return code, msg, s
-
-    def assert_alive(self):
-        self.assertTrue(self.smtpd.alive(), "smtpd 7.6 exited:\n%s" % h.tail(self.smtpd.log_path, 40))
 
     # ---- tests ----
 
@@ -181,19 +126,6 @@ class Smtpd76(h.MailFlow, h.DaemonsTestCase):
         t = self.send(["postmaster@example.org"])
         self.assert_delivered_to("john@example.org", t)
         self.assert_delivered_to("jane@example.org", t)
-
-    def test_3_catch_all(self):
-        t = self.send(["nobody-%s@example.net" % secrets.token_hex(3)])
-        self.assert_delivered_to("bob@example.net", t, maildir=os.path.join(self.bob_home, "Mail"))
-
-    def test_4_sub_address(self):
-        t = self.send(["John+Lists@Example.org"])
-        self.assert_delivered_to("john@example.org", t)
-
-    def test_5_alias_domain(self):
-        t = self.send(["john@example.com"])
-        self.assert_delivered_to("john@example.org", t)
-        self.assertFalse(os.path.exists(os.path.join(self.vmail, "example.com")))
 
     def test_6_unknown_recipients_get_550(self):
         # a served domain's unknown address: from every client, local ones included
@@ -235,10 +167,7 @@ class Smtpd76(h.MailFlow, h.DaemonsTestCase):
             self.assertTrue(500 <= code < 600, "john as <%s> -> %d %r" % (sender, code, msg))
 
     def test_9_maildictd_stopped_then_back(self):
-        md = type(self).maildictd
-        md.stop()
-        type(self).maildictd = None
-        try:
+        with self.maildictd_stopped():
             for rcpt in ("john@example.org", "postmaster@example.org", "x@example.net"):
                 code, msg = self.rcpt_reply(rcpt)
                 self.assertEqual(code, 451, "RCPT TO:<%s> with maildictd down -> %d %r"
@@ -247,9 +176,6 @@ class Smtpd76(h.MailFlow, h.DaemonsTestCase):
                                                  h.DEMO_PASSWORDS["john@example.org"])
             self.assertTrue(400 <= code < 500, "AUTH with maildictd down -> %d %r" % (code, msg))
             self.assert_alive()
-        finally:
-            again = h.Maildictd(self.tmp.path, md.conf, name="maildictd")
-            type(self).maildictd = again.start()
         t = self.send(["john@example.org"])
         self.assert_delivered_to("john@example.org", t)
         code, msg, s = self.submission_login("john@example.org", h.DEMO_PASSWORDS["john@example.org"])
@@ -257,35 +183,7 @@ class Smtpd76(h.MailFlow, h.DaemonsTestCase):
         self.assert_alive()
 
     def test_9b_queued_message_waits_for_maildictd_at_delivery(self):
-        # RCPT passed, then maildictd goes away before delivery: the userinfo lookup at delivery
-        # fails temporarily, the message stays queued, and is delivered once maildictd is back.
-        rc, out = self.smtpd.smtpctl("pause", "mda")
-        self.assertEqual(rc, 0, out)
-        resumed = False
-        try:
-            t = self.send(["jane@example.org"])
-            h.wait_until(lambda: self.smtpd.queued_files(), h.DELIVERY_TIMEOUT,
-                         "the message in smtpd's queue")
-            md = type(self).maildictd
-            md.stop()
-            type(self).maildictd = None
-            try:
-                rc, out = self.smtpd.smtpctl("resume", "mda")
-                self.assertEqual(rc, 0, out)
-                resumed = True
-                h.wait_until(lambda: "result=TempFail" in self.smtpd.log_text(),
-                             h.DELIVERY_TIMEOUT, "smtpd's temporary delivery failure")
-                self.assert_alive()
-                self.assertTrue(self.smtpd.queued_files(), "the message left the queue")
-            finally:
-                again = h.Maildictd(self.tmp.path, md.conf, name="maildictd")
-                type(self).maildictd = again.start()
-            rc, out = self.smtpd.smtpctl("schedule", "all")
-            self.assertEqual(rc, 0, out)
-            self.assert_delivered_to("jane@example.org", t)
-        finally:
-            if not resumed:
-                self.smtpd.smtpctl("resume", "mda")
+        self.assert_queued_message_waits_for_maildictd("jane@example.org")
 
     def test_9c_update_table(self):
         # `smtpctl update table` reaches table-maildict as `update` (it re-reads its

@@ -14,15 +14,12 @@ but refuses jane@example.org, and the other way round for jane; with maildictd s
 fails temporarily (4xx, smtpd stays up) and works again once maildictd is back.
 """
 import os
-import smtplib
-import ssl
 import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
-SMTP_TIMEOUT = 60
 
 MISSING = h.smtpd_missing(h.SMTPD_74)
 if not MISSING and not (h.smtpd_version(h.SMTPD_74) or "").startswith("7."):
@@ -56,33 +53,6 @@ class SmtpdAuth(h.MailFlow, h.DaemonsTestCase):
 
     # ---- helpers ----
 
-    def connect(self, tls=True):
-        s = smtplib.SMTP("127.0.0.1", self.submission, timeout=SMTP_TIMEOUT)
-        self.addCleanup(self._quit, s)
-        code, msg = s.ehlo("client.test")
-        self.assertEqual(code, 250, msg)
-        if tls:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE      # the test's self-signed certificate
-            code, msg = s.starttls(context=ctx)
-            self.assertEqual(code, 220, msg)
-            code, msg = s.ehlo("client.test")
-            self.assertEqual(code, 250, msg)
-        return s
-
-    def login(self, user, password):
-        """-> (code, message) of the AUTH exchange, over STARTTLS."""
-        s = self.connect()
-        self.assertTrue(s.has_extn("auth"), "no AUTH after STARTTLS: %r" % s.esmtp_features)
-        # one AUTH PLAIN exchange (smtplib's login() would retry with LOGIN after a failure)
-        s.user, s.password = user, password
-        try:
-            code, msg = s.auth("PLAIN", s.auth_plain)
-        except smtplib.SMTPAuthenticationError as e:
-            return e.smtp_code, e.smtp_error, s
-        return code, msg, s
-
     def mail_from(self, s, sender):
         code, msg = s.mail(sender)
         s.rset()
@@ -91,7 +61,7 @@ class SmtpdAuth(h.MailFlow, h.DaemonsTestCase):
     # ---- tests ----
 
     def test_1_no_auth_before_starttls(self):
-        s = self.connect(tls=False)
+        s = self.submission_connect(tls=False)
         self.assertTrue(s.has_extn("starttls"), s.esmtp_features)
         self.assertFalse(s.has_extn("auth"), "AUTH offered in clear text: %r" % s.esmtp_features)
         code, msg = s.mail("john@example.org")
@@ -99,11 +69,11 @@ class SmtpdAuth(h.MailFlow, h.DaemonsTestCase):
 
     def test_2_bcrypt_user(self):
         for login in ("john@example.org", "John@Example.org", "john_example.org"):
-            code, msg, s = self.login(login, h.DEMO_PASSWORDS["john@example.org"])
+            code, msg, s = self.submission_login(login, h.DEMO_PASSWORDS["john@example.org"])
             self.assertEqual(code, 235, "%s -> %d %r" % (login, code, msg))
 
     def test_3_sha512_crypt_user(self):
-        code, msg, s = self.login("jane@example.org", h.DEMO_PASSWORDS["jane@example.org"])
+        code, msg, s = self.submission_login("jane@example.org", h.DEMO_PASSWORDS["jane@example.org"])
         self.assertEqual(code, 235, msg)
 
     def test_4_wrong_password_and_unknown_login_get_535(self):
@@ -113,12 +83,12 @@ class SmtpdAuth(h.MailFlow, h.DaemonsTestCase):
                                ("nosuch@example.org", "whatever"),
                                ("eve@example.org", h.DEMO_PASSWORDS["eve@example.org"]),
                                ("nopw@example.net", "any-password")):
-            code, msg, s = self.login(user, password)
+            code, msg, s = self.submission_login(user, password)
             self.assertEqual(code, 535, "%s/%r -> %d %r" % (user, password, code, msg))
         self.assertTrue(self.smtpd.alive())
 
     def test_5_senders_john(self):
-        code, msg, s = self.login("john@example.org", h.DEMO_PASSWORDS["john@example.org"])
+        code, msg, s = self.submission_login("john@example.org", h.DEMO_PASSWORDS["john@example.org"])
         self.assertEqual(code, 235, msg)
         for sender in ("john@example.org", "sales@example.org", "john+tag@example.org"):
             code, msg = self.mail_from(s, sender)
@@ -129,7 +99,7 @@ class SmtpdAuth(h.MailFlow, h.DaemonsTestCase):
             self.assertTrue(500 <= code < 600, "john as <%s> -> %d %r" % (sender, code, msg))
 
     def test_6_senders_jane(self):
-        code, msg, s = self.login("jane@example.org", h.DEMO_PASSWORDS["jane@example.org"])
+        code, msg, s = self.submission_login("jane@example.org", h.DEMO_PASSWORDS["jane@example.org"])
         self.assertEqual(code, 235, msg)
         code, msg = self.mail_from(s, "jane@example.org")
         self.assertEqual(code, 250, msg)
@@ -139,7 +109,7 @@ class SmtpdAuth(h.MailFlow, h.DaemonsTestCase):
 
     def test_7_authenticated_user_may_relay(self):
         # `match from any auth for any action "outbound"`: accepted at RCPT (not sent: RSET)
-        code, msg, s = self.login("john@example.org", h.DEMO_PASSWORDS["john@example.org"])
+        code, msg, s = self.submission_login("john@example.org", h.DEMO_PASSWORDS["john@example.org"])
         self.assertEqual(code, 235, msg)
         code, msg = s.mail("john@example.org")
         self.assertEqual(code, 250, msg)
@@ -148,24 +118,12 @@ class SmtpdAuth(h.MailFlow, h.DaemonsTestCase):
         s.rset()
 
     def test_8_maildictd_stopped_auth_fails_temporarily(self):
-        md = type(self).maildictd
-        md.stop()
-        type(self).maildictd = None
-        try:
-            s = self.connect()
-            s.user, s.password = "john@example.org", h.DEMO_PASSWORDS["john@example.org"]
-            try:
-                code, msg = s.auth("PLAIN", s.auth_plain)
-            except smtplib.SMTPAuthenticationError as e:
-                code, msg = e.smtp_code, e.smtp_error
-            except smtplib.SMTPServerDisconnected as e:
-                code, msg = 421, str(e)      # the 421 reply closes the connection
+        with self.maildictd_stopped():
+            code, msg, s = self.submission_login("john@example.org",
+                                                 h.DEMO_PASSWORDS["john@example.org"])
             self.assertTrue(400 <= code < 500, "AUTH with maildictd down -> %d %r" % (code, msg))
-            self.assertTrue(self.smtpd.alive(), h.tail(self.smtpd.log_path, 40))
-        finally:
-            again = h.Maildictd(self.tmp.path, md.conf, name="maildictd")
-            type(self).maildictd = again.start()
-        code, msg, s = self.login("john@example.org", h.DEMO_PASSWORDS["john@example.org"])
+            self.assert_alive()
+        code, msg, s = self.submission_login("john@example.org", h.DEMO_PASSWORDS["john@example.org"])
         self.assertEqual(code, 235, msg)
 
 

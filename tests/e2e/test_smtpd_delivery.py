@@ -13,14 +13,12 @@ up; maildictd is started again and the next message is delivered. Nothing bounce
 queue ends empty.
 """
 import os
-import secrets
-import sqlite3
 import sys
-import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
+from delivery_routes import SharedDeliveryRoutes  # noqa: E402
 
 DELIVERY_TIMEOUT = h.DELIVERY_TIMEOUT
 
@@ -28,8 +26,10 @@ MISSING = h.smtpd_missing(h.SMTPD_68)
 
 
 @h.needs_peer(MISSING)
-class SmtpdDelivery(h.MailFlow, h.DaemonsTestCase):
+class SmtpdDelivery(SharedDeliveryRoutes, h.MailFlow, h.DaemonsTestCase):
     DAEMONS = ("smtpd", "dovecot", "maildictd")
+    RESOURCES = ("foreign",)
+    # test_3 to test_5 (catch-all, sub-address, alias domain) are SharedDeliveryRoutes'.
 
     @classmethod
     def setUpClass(cls):
@@ -40,20 +40,7 @@ class SmtpdDelivery(h.MailFlow, h.DaemonsTestCase):
         cls.smtpd = None
         cls.foreign = None
         try:
-            cls.vmail = cls.tmp.join("vmail")
-            os.makedirs(cls.vmail)
-            os.chown(cls.vmail, h.NOBODY_UID, h.NOGROUP_GID)
-            os.chmod(cls.vmail, 0o755)
-            db = h.make_demo_db(cls.tmp.path)
-            # bob (the catch-all of example.net) has a custom uid and home in the demo data
-            # (2000, /var/vmail/custom/bob): keep the custom home and mail location, but inside
-            # the test directory and owned by the test's uid.
-            cls.bob_home = os.path.join(cls.vmail, "custom", "bob")
-            with sqlite3.connect(db) as c:
-                n = c.execute("UPDATE users SET uid = NULL, gid = NULL, home = ? "
-                              "WHERE local_part = 'bob' AND domain = 'example.net'",
-                              (cls.bob_home,)).rowcount
-            assert n == 1, "the demo data has no bob@example.net"
+            db = cls.set_up_demo_homes()
             # The socket permissions the README recommends next to smtpd: smtpd runs its tables
             # as opensmtpd with no supplementary groups, so the socket's group must be
             # opensmtpd's own; Dovecot 2.3's auth worker (root) reaches it anyway.
@@ -75,28 +62,7 @@ class SmtpdDelivery(h.MailFlow, h.DaemonsTestCase):
             cls.tearDownClass()
             raise
 
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            if cls.foreign is not None:
-                cls.foreign.close()
-
-    # ---- helpers (the SMTP and Maildir ones are h.MailFlow's) ----
-
-    def home(self, address):
-        local, domain = address.split("@")
-        return os.path.join(self.vmail, domain, local)
-
-    def assert_delivered_to(self, user, token, maildir=None):
-        maildir = maildir or os.path.join(self.home(user), "Maildir")
-        files = self.wait_delivered(maildir, token)
-        self.assertEqual(len(files), 1, "delivered %d times to %s: %r" % (len(files), user, files))
-        st = os.stat(files[0])
-        self.assertEqual((st.st_uid, st.st_gid), (h.NOBODY_UID, h.NOGROUP_GID))
-        self.assertEqual(self.imap_count(user, h.DEMO_PASSWORDS[user], token), 1,
-                         "IMAP login %s does not see message %s" % (user, token))
+    # ---- helpers (the SMTP, Maildir and delivery ones are h.MailFlow's) ----
 
     def assert_nowhere_else(self, token, expected_maildirs):
         needle = ("<%s@e2e.maildict.test>" % token).encode()
@@ -128,20 +94,6 @@ class SmtpdDelivery(h.MailFlow, h.DaemonsTestCase):
         self.assert_nowhere_else(t, {os.path.join(self.home(u), "Maildir")
                                      for u in ("john@example.org", "jane@example.org")})
 
-    def test_3_catch_all(self):
-        t = self.send(["nobody-%s@example.net" % secrets.token_hex(3)])
-        # bob's custom home and mail location (maildir:~/Mail) from the directory
-        self.assert_delivered_to("bob@example.net", t, maildir=os.path.join(self.bob_home, "Mail"))
-
-    def test_4_sub_address(self):
-        t = self.send(["John+Lists@Example.org"])
-        self.assert_delivered_to("john@example.org", t)
-
-    def test_5_alias_domain(self):
-        t = self.send(["john@example.com"])
-        self.assert_delivered_to("john@example.org", t)
-        self.assertFalse(os.path.exists(os.path.join(self.vmail, "example.com")))
-
     def test_6_unknown_recipient_of_a_served_domain_is_550_from_every_client(self):
         # From 127.0.0.1 the shipped `match from local for any action "outbound"` would take
         # an address the deliver rule refused and relay it to the domain's MX (this host).
@@ -164,56 +116,20 @@ class SmtpdDelivery(h.MailFlow, h.DaemonsTestCase):
                          % (code, msg))
 
     def test_8_maildictd_stopped_and_started_under_smtpd(self):
-        md = type(self).maildictd
-        md.stop()
-        type(self).maildictd = None
-        try:
+        with self.maildictd_stopped():
             for rcpt in ("john@example.org", "postmaster@example.org", "x@example.net"):
                 code, msg = self.rcpt_reply(rcpt)
                 self.assertTrue(400 <= code < 500,
                                 "RCPT TO:<%s> with maildictd down -> %d %r" % (rcpt, code, msg))
-            self.assertTrue(self.smtpd.alive(), "smtpd exited while maildictd was down:\n%s"
-                            % h.tail(self.smtpd.log_path, 40))
-        finally:
-            # the same configuration (and socket path) again
-            again = h.Maildictd(self.tmp.path, md.conf, name="maildictd")
-            type(self).maildictd = again.start()
+            self.assert_alive()
         t = self.send(["john@example.org"])
         self.assert_delivered_to("john@example.org", t)
-        self.assertTrue(self.smtpd.alive())
+        self.assert_alive()
 
     def test_8b_queued_message_survives_maildictd_down_at_delivery(self):
-        # RCPT passed, then maildictd goes away before delivery: smtpd's userinfo lookup at
-        # delivery fails temporarily, the message stays queued, and is delivered once
-        # maildictd is back.
-        rc, out = self.smtpd.smtpctl("pause", "mda")
-        self.assertEqual(rc, 0, out)
-        resumed = False
-        try:
-            t = self.send(["john@example.org"])
-            h.wait_until(lambda: self.smtpd.queued_files(), DELIVERY_TIMEOUT,
-                         "the message in smtpd's queue")
-            md = type(self).maildictd
-            md.stop()
-            type(self).maildictd = None
-            try:
-                rc, out = self.smtpd.smtpctl("resume", "mda")
-                self.assertEqual(rc, 0, out)
-                resumed = True
-                h.wait_until(lambda: "result=TempFail" in self.smtpd.log_text(),
-                             DELIVERY_TIMEOUT, "smtpd's temporary delivery failure")
-                self.assertTrue(self.smtpd.alive())
-                self.assertTrue(self.smtpd.queued_files(), "the message left the queue")
-                self.assertFalse(self.imap_maildir_has(t), "delivered without maildictd?")
-            finally:
-                again = h.Maildictd(self.tmp.path, md.conf, name="maildictd")
-                type(self).maildictd = again.start()
-            rc, out = self.smtpd.smtpctl("schedule", "all")
-            self.assertEqual(rc, 0, out)
-            self.assert_delivered_to("john@example.org", t)
-        finally:
-            if not resumed:
-                self.smtpd.smtpctl("resume", "mda")
+        def not_delivered(t):
+            self.assertFalse(self.imap_maildir_has(t), "delivered without maildictd?")
+        self.assert_queued_message_waits_for_maildictd("john@example.org", while_down=not_delivered)
 
     def imap_maildir_has(self, token):
         needle = ("<%s@e2e.maildict.test>" % token).encode()
@@ -235,7 +151,7 @@ class SmtpdDelivery(h.MailFlow, h.DaemonsTestCase):
                      if bad in l and "bounce warning after" not in l]   # a startup setting
             self.assertEqual(lines, [], "smtpd log has %r" % bad)
         self.assertIn("result=Ok", text)
-        self.assertTrue(self.smtpd.alive())
+        self.assert_alive()
 
 
 if __name__ == "__main__":

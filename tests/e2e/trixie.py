@@ -204,7 +204,7 @@ def shipped_24_policy_extra(policy_socket, nonce, api_key):
                      ("CHANGE-ME", nonce)):
         assert old in snippet, "%s lost %r" % (SHIPPED_24_POLICY_CONF, old)
         snippet = snippet.replace(old, new)
-    return "\n".join([snippet] + h.DOVECOT_POLICY_QUIET)
+    return "\n".join([snippet] + h.NO_AUTH_DELAYS)
 
 
 class Dovecot24:

@@ -14,17 +14,9 @@
 #include <string>
 
 #include "conf/config.hpp"
+#include "tests/fuzz/fuzz_check.hpp"
 
 namespace {
-
-[[noreturn]] void fail(const char* what) {
-  std::fprintf(stderr, "invariant broken: %s\n", what);
-  std::abort();
-}
-#define CHECK(cond) \
-  do {              \
-    if (!(cond)) fail(#cond); \
-  } while (0)
 
 constexpr const char* kName = "fuzz.conf";
 

@@ -15,19 +15,11 @@
 #include "protocol/dict_codec.hpp"
 #include "protocol/dict_escape.hpp"
 #include "protocol/json_writer.hpp"
+#include "tests/fuzz/fuzz_check.hpp"
 
 using namespace maildict::dict;
 
 namespace {
-
-[[noreturn]] void fail(const char* what) {
-  std::fprintf(stderr, "invariant broken: %s\n", what);
-  std::abort();
-}
-#define CHECK(cond) \
-  do {              \
-    if (!(cond)) fail(#cond); \
-  } while (0)
 
 // ---- a client-side request encoder: the inverse of parse_line for its canonical form --------
 
@@ -290,7 +282,7 @@ void check_json(std::string_view data) {
         i += 4;
         break;
       }
-      default: fail("bad JSON escape");
+      default: maildict::fuzz::fail("bad JSON escape");
     }
   }
   CHECK(decoded == data);

@@ -16,17 +16,9 @@
 
 #include "conf/config.hpp"
 #include "conf/existing_schema_files.hpp"
+#include "tests/fuzz/fuzz_check.hpp"
 
 namespace {
-
-[[noreturn]] void fail(const char* what) {
-  std::fprintf(stderr, "invariant broken: %s\n", what);
-  std::abort();
-}
-#define CHECK(cond) \
-  do {              \
-    if (!(cond)) fail(#cond); \
-  } while (0)
 
 constexpr const char* kName = "fuzz-file";
 

@@ -13,19 +13,11 @@
 
 #include "protocol/json_writer.hpp"
 #include "protocol/policy_codec.hpp"
+#include "tests/fuzz/fuzz_check.hpp"
 
 using namespace maildict::policy;
 
 namespace {
-
-[[noreturn]] void fail(const char* what) {
-  std::fprintf(stderr, "invariant broken: %s\n", what);
-  std::abort();
-}
-#define CHECK(cond) \
-  do {              \
-    if (!(cond)) fail(#cond); \
-  } while (0)
 
 void check_error(const CodecError& e) {
   CHECK(e.http_status >= 400 && e.http_status < 500);

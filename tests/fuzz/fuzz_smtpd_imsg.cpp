@@ -13,20 +13,12 @@
 #include <string_view>
 
 #include "protocol/smtpd_imsg.hpp"
+#include "tests/fuzz/fuzz_check.hpp"
 
 using namespace maildict::smtpd;
 using namespace maildict::smtpd::imsg;
 
 namespace {
-
-[[noreturn]] void fail(const char* what) {
-  std::fprintf(stderr, "invariant broken: %s\n", what);
-  std::abort();
-}
-#define CHECK(cond) \
-  do {              \
-    if (!(cond)) fail(#cond); \
-  } while (0)
 
 template <class T>
 T load(const char* p) {

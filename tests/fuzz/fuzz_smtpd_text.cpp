@@ -11,20 +11,12 @@
 #include <string_view>
 
 #include "protocol/smtpd_text.hpp"
+#include "tests/fuzz/fuzz_check.hpp"
 
 using namespace maildict::smtpd;
 using namespace maildict::smtpd::text;
 
 namespace {
-
-[[noreturn]] void fail(const char* what) {
-  std::fprintf(stderr, "invariant broken: %s\n", what);
-  std::abort();
-}
-#define CHECK(cond) \
-  do {              \
-    if (!(cond)) fail(#cond); \
-  } while (0)
 
 std::string encode_request(const TableRequest& r) {
   std::string out = "table|" + r.version + "|" + r.timestamp + "|" + r.table_name + "|" +
