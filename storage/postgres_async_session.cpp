@@ -281,8 +281,14 @@ class PostgresReadSession final : public SqlSession {
   }
 
   void statement_failed(PGresult* r, SqlError& err) {
-    err = classify_sql_error(PQresultErrorField(r, PG_DIAG_SQLSTATE), first_line(PQresultErrorMessage(r)));
-    if (PQstatus(conn_) != CONNECTION_OK) drop();
+    const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    err = classify_sql_error(state, first_line(PQresultErrorMessage(r)));
+    // A server that shuts down or restarts tells each connection so (SQLSTATE 57P01..57P03) or
+    // the connection fails (class 08). libpq may hand over that error before it has read the
+    // end of the stream, so the connection still looks fine: drop it here, which lets a lookup
+    // be repeated once on a fresh connection instead of answering F after the server is back.
+    const std::string_view code = state ? state : "";
+    if (PQstatus(conn_) != CONNECTION_OK || code.starts_with("57P") || code.starts_with("08")) drop();
   }
 
   // Waits for the whole answer to what was sent, until the deadline. nullptr with `err` set
