@@ -324,13 +324,14 @@ class PgRestart(unittest.TestCase):
                          "right answers once PostgreSQL runs again", interval=0.2)
 
     def test_6_stop_while_server_hangs(self):
-        # SIGTERM while PostgreSQL hangs: the change listener is stuck in its ping (and a pool
-        # thread whose query was sent may be stuck too), and libpq has no client-side timeout on
-        # a UNIX socket, so a stop that waited for them would wait until the server runs again.
-        # maildictd must end by itself after its 10 s grace, say why in its log, and exit 1 (it
-        # could not finish cleanly). The harness sends SIGKILL only after 30 s, and the exit
-        # code tells the two apart: without the stop watchdog the log says "stopped" and the
-        # process never exits, so this test fails.
+        # SIGTERM while PostgreSQL hangs: the change listener may be stuck in its ping (libpq
+        # has no client-side timeout on a UNIX socket), so a stop that waited for it would wait
+        # until the server runs again. Lookups keep their own deadline (libpq's asynchronous
+        # interface), so whether anything is still stuck when the signal comes depends on where
+        # the listener is in its ping cycle. Either way maildictd must end by itself: cleanly
+        # (exit 0) when nothing was stuck, or after its 10 s grace with exit 1 and the reason in
+        # its log. The harness sends SIGKILL only after 30 s (exit -9), which fails the test: a
+        # stop without the watchdog never ends while the server hangs.
         d = h.start_maildictd(self.tmp.path, self.demo.database, name="maildictd-hang",
                               socket=self.tmp.join("hang.sock"), cache_entries=1000,
                               db_connections=2, request_timeout="2s")
@@ -349,9 +350,10 @@ class PgRestart(unittest.TestCase):
             rc = h.kill_and_wait(d.proc, signal.SIGTERM, timeout=h.STOP_TIMEOUT)
             d.returncode = rc
             log = d.log_text()
-            self.assertEqual(rc, 1, "maildictd did not end by itself (rc %s); log:\n%s"
-                             % (rc, h.tail(d.log_path)))
-            self.assertIn("exiting without waiting", log)
+            self.assertIn(rc, (0, 1), "maildictd did not end by itself (rc %s); log:\n%s"
+                          % (rc, h.tail(d.log_path)))
+            if rc == 1:
+                self.assertIn("exiting without waiting", log)
             d.check_log_has_no_secrets()
         finally:
             for pid in procs:
